@@ -1,0 +1,33 @@
+# The two commands the README names: `make demo` and `make test`. Both set up .venv first;
+# setup is idempotent and reruns only when pyproject.toml changes.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch + torchvision first, in one call: the only pair that imports together here.
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e ".[vision,mujoco,test]"
+	# imitation 1.0.1 pins gymnasium~=0.29 and stable-baselines3~=2.2.1, older than our stack;
+	# its data types and reward wrappers import and run on ours, so install it without deps.
+	$(PIP) install -q --no-deps imitation==1.0.1
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/embodied-pref demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/reward_pipeline.py
+
+clean:
+	rm -rf $(VENV) runs
