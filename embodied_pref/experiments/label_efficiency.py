@@ -1,0 +1,97 @@
+"""Label efficiency of query selection: held-out reward quality as labels accumulate, for
+uniform vs active (ensemble-disagreement) selection from the same clip pool."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from embodied_pref.experiments.reward_quality import fit_and_evaluate, teacher_pairs
+from embodied_pref.experiments.xmagical_data import mixed_quality_pools
+from embodied_pref.plots import plot_curves
+from embodied_pref.query_selection import select_pairs
+from embodied_pref.segments import PreferencePairs, SegmentBatch
+from embodied_pref.teachers import make_teacher
+
+
+@dataclass(frozen=True)
+class LabelEfficiencyConfig:
+    """Label budgets, selection methods and seeds compared."""
+
+    embodiment: str = "Gripper"
+    """X-MAGICAL SweepToTop embodiment."""
+    budgets: tuple[int, ...] = (20, 40, 80, 160, 320)
+    """Cumulative label counts at which the reward is refit and evaluated; the first batch is uniform."""
+    methods: tuple[str, ...] = ("uniform", "disagreement")
+    """Query selection methods compared."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Independent repetitions."""
+    train_episodes: int = 60
+    test_episodes: int = 30
+    clip_length: int = 50
+    teacher: str = "oracle"
+
+
+def _concat(a: PreferencePairs, b: PreferencePairs) -> PreferencePairs:
+    def cat(x: SegmentBatch, y: SegmentBatch) -> SegmentBatch:
+        return SegmentBatch(np.concatenate([x.observations, y.observations]),
+                            np.concatenate([x.actions, y.actions]),
+                            np.concatenate([x.gt_rewards, y.gt_rewards]))
+    return PreferencePairs(cat(a.first, b.first), cat(a.second, b.second), np.concatenate([a.targets, b.targets]))
+
+
+def run_label_efficiency(config: LabelEfficiencyConfig, out_dir: str | Path) -> dict:
+    """Writes results.json, table.md and label_efficiency.png to `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in tqdm(config.seeds, desc="seeds"):
+        pools = mixed_quality_pools(config.embodiment, seed, config.train_episodes,
+                                    config.test_episodes, config.clip_length)
+        for method in config.methods:
+            rng = np.random.default_rng([seed, 7])
+            teacher = make_teacher(config.teacher, seed=seed)
+            selected = select_pairs(pools.train, config.budgets[0], rng)
+            pairs = teacher_pairs(pools.train, selected.first, selected.second, teacher)
+            ensemble, evaluation = fit_and_evaluate(pairs, pools.test, seed)
+            rows.append({"seed": seed, "method": method, "budget": config.budgets[0], **asdict(evaluation)})
+            for budget in config.budgets[1:]:
+                selected = select_pairs(pools.train, budget - len(pairs), rng, method, ensemble)
+                new = teacher_pairs(pools.train, selected.first, selected.second, teacher)
+                pairs = _concat(pairs, new)
+                ensemble, evaluation = fit_and_evaluate(pairs, pools.test, seed)
+                rows.append({"seed": seed, "method": method, "budget": budget, **asdict(evaluation)})
+
+    curves = {
+        metric: {
+            method: [
+                [r[metric] for r in rows if r["method"] == method and r["budget"] == b]
+                for b in config.budgets
+            ]
+            for method in config.methods
+        }
+        for metric in ("accuracy", "spearman")
+    }
+    plot_curves(
+        config.budgets, curves, out_dir / "label_efficiency.png",
+        title=f"X-MAGICAL SweepToTop-{config.embodiment}: held-out reward quality",
+        xlabel="labels",
+    )
+    table = ["| labels | " + " | ".join(f"{m} accuracy | {m} Spearman" for m in config.methods) + " |",
+             "|---:|" + "---:|" * (2 * len(config.methods))]
+    for i, budget in enumerate(config.budgets):
+        cells = []
+        for method in config.methods:
+            for metric in ("accuracy", "spearman"):
+                vals = curves[metric][method][i]
+                cells.append(f"{np.mean(vals):.3f} ± {np.std(vals):.3f}")
+        table.append(f"| {budget} | " + " | ".join(cells) + " |")
+    result = {"config": asdict(config), "rows": rows}
+    (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "table.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+    return result

@@ -1,0 +1,76 @@
+"""X-MAGICAL episode pools for reward-learning experiments: scripted episodes of mixed
+quality, cut into clips, with training and held-out pools from disjoint episodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import gymnasium
+import numpy as np
+from tqdm.auto import tqdm
+
+from embodied_pref.data import Trajectory
+from embodied_pref.rollout import rollout
+from embodied_pref.segments import SegmentBatch, cut_clips, stack_segments
+from envs.xmagical import ScriptedSweeper, env_id
+
+MIXED_QUALITIES = (0.0, 0.3, 0.6, 0.9)
+"""Random (0.0) and noisy-scripted episodes, cycled."""
+
+
+def scripted_episodes(
+    embodiment: str,
+    qualities: Sequence[float],
+    seed: int,
+    *,
+    observation: str = "state",
+    record_frames: bool = False,
+    progress: bool = False,
+) -> list[Trajectory]:
+    """One episode per entry of `qualities` (0 random … 1 expert), seeds seed, seed+1, …"""
+    env = gymnasium.make(
+        env_id(embodiment, observation), render_mode="rgb_array" if record_frames else None
+    )
+    try:
+        episodes = []
+        for i, quality in enumerate(tqdm(qualities, desc="episodes", disable=not progress, leave=False)):
+            demonstrator = ScriptedSweeper(env.unwrapped, quality=quality, seed=seed + i)
+            episodes.append(
+                rollout(env, demonstrator, seed + i, record_frames=record_frames,
+                        metadata={"policy": "scripted", "quality": float(quality)})
+            )
+        return episodes
+    finally:
+        env.close()
+
+
+@dataclass(frozen=True)
+class ClipPools:
+    """Clips from training episodes and from held-out episodes never trained on."""
+
+    train: SegmentBatch
+    test: SegmentBatch
+
+
+def mixed_quality_pools(
+    embodiment: str,
+    seed: int,
+    train_episodes: int = 60,
+    test_episodes: int = 30,
+    clip_length: int = 50,
+    clips_per_episode: int = 8,
+    progress: bool = False,
+) -> ClipPools:
+    """Pools of `clip_length`-step clips from random and noisy-scripted episodes."""
+    rng = np.random.default_rng(seed)
+
+    def pool(n: int, first_seed: int) -> SegmentBatch:
+        qualities = [MIXED_QUALITIES[i % len(MIXED_QUALITIES)] for i in range(n)]
+        episodes = scripted_episodes(embodiment, qualities, first_seed, progress=progress)
+        by_id = {e.id: e for e in episodes}
+        clips = cut_clips(episodes, clip_length, clips_per_episode, rng)
+        return stack_segments([by_id[c.trajectory_id].segment(c.start, c.length) for c in clips])
+
+    # Seeds of held-out episodes are far from the training ones, so no episode is shared.
+    return ClipPools(train=pool(train_episodes, seed * 100_000), test=pool(test_episodes, seed * 100_000 + 50_000))

@@ -1,0 +1,84 @@
+"""Preference gatherers: queries go out, labels come back, through the dataset store.
+
+A synthetic teacher and a person in the labeling UI are interchangeable: the loop submits
+queries and collects whatever labels have arrived, never knowing who answered.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from embodied_pref.data import Label, Query
+from embodied_pref.store import PreferenceDataset
+from embodied_pref.teachers import SyntheticTeacher
+
+
+class PreferenceGatherer(Protocol):
+    def submit(self, queries: Sequence[Query]) -> None:
+        """Ask for labels of these (already stored) queries."""
+
+    def collect(self) -> list[Label]:
+        """Labels that arrived for submitted queries since the last call."""
+
+
+class TeacherGatherer:
+    """A synthetic teacher that answers from the clips' ground-truth rewards."""
+
+    def __init__(self, dataset: PreferenceDataset, teacher: SyntheticTeacher) -> None:
+        self.dataset, self.teacher = dataset, teacher
+        self._arrived: list[Label] = []
+
+    def submit(self, queries: Sequence[Query]) -> None:
+        pairwise = [q for q in queries if len(q.clip_ids) == 2]
+        if len(pairwise) != len(queries):
+            raise ValueError("TeacherGatherer answers pairwise queries only")
+        if not pairwise:
+            return
+        first = np.stack([self._gt_rewards(q.clip_ids[0]) for q in pairwise])
+        second = np.stack([self._gt_rewards(q.clip_ids[1]) for q in pairwise])
+        provenance = self.teacher.provenance()
+        for query, outcome in zip(pairwise, self.teacher.label(first, second)):
+            label = Label(
+                query.id, outcome, annotator=f"teacher:{self.teacher.name}", source=provenance
+            )
+            self.dataset.add_label(label)
+            self._arrived.append(label)
+
+    def collect(self) -> list[Label]:
+        arrived, self._arrived = self._arrived, []
+        return arrived
+
+    def _gt_rewards(self, clip_id: str) -> np.ndarray:
+        rewards = self.dataset.segment(clip_id).rewards
+        if rewards is None:
+            raise ValueError(f"clip {clip_id}: no ground-truth reward for a synthetic teacher")
+        return rewards
+
+
+class StoreGatherer:
+    """Waits for labels that someone else (the labeling UI) writes into the store."""
+
+    def __init__(self, dataset: PreferenceDataset, poll_seconds: float = 2.0) -> None:
+        self.dataset, self.poll_seconds = dataset, poll_seconds
+        self._pending: set[str] = set()
+
+    def submit(self, queries: Sequence[Query]) -> None:
+        self._pending |= {q.id for q in queries}
+
+    def collect(self, timeout: float | None = None) -> list[Label]:
+        """Blocks until every submitted query has a label, or `timeout` seconds pass."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        arrived: list[Label] = []
+        while self._pending:
+            for query_id in sorted(self._pending):
+                labels = self.dataset.labels_for(query_id)
+                if labels:
+                    arrived += labels
+                    self._pending.discard(query_id)
+            if not self._pending or (deadline is not None and time.monotonic() >= deadline):
+                break
+            time.sleep(self.poll_seconds)
+        return arrived

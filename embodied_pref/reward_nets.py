@@ -1,0 +1,158 @@
+"""Reward networks: an MLP over state / state-action / next state, and an ensemble of them.
+
+Every network keeps the input normalization it was fitted with (buffers), so a checkpoint is
+self-contained. The numpy entry point `RewardEnsemble.predict` is the `RewardFn` the PbRL
+loop hands to policies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class RewardFn(Protocol):
+    """A batched reward: (obs (B, D), acts (B, A), next_obs (B, D)) -> (B,) float32."""
+
+    def __call__(
+        self, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray
+    ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RewardNetConfig:
+    """Shape of each ensemble member."""
+
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """Widths of the hidden layers."""
+    use_state: bool = True
+    """Feed s_t."""
+    use_action: bool = True
+    """Feed a_t."""
+    use_next_state: bool = False
+    """Feed s_{t+1} (domains whose reward depends on the state reached)."""
+    ensemble_size: int = 3
+    """Members K; their disagreement drives active query selection."""
+
+    def __post_init__(self) -> None:
+        if not (self.use_state or self.use_action or self.use_next_state):
+            raise ValueError("RewardNetConfig: at least one of use_state/use_action/use_next_state")
+        if self.ensemble_size < 1:
+            raise ValueError(f"ensemble_size: expected >= 1, found {self.ensemble_size}")
+        if any(h < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes: expected positive widths, found {self.hidden_sizes}")
+
+
+def _inputs(config: RewardNetConfig, obs, acts, next_obs):
+    parts = []
+    if config.use_state:
+        parts.append(obs)
+    if config.use_action:
+        parts.append(acts)
+    if config.use_next_state:
+        parts.append(next_obs)
+    return torch.cat(parts, dim=-1)
+
+
+class RewardMLP(nn.Module):
+    """One member: normalized inputs -> MLP -> scalar reward per step.
+
+    obs (..., D), acts (..., A), next_obs (..., D) -> reward (...)
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, config: RewardNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        input_dim = obs_dim * (config.use_state + config.use_next_state) + act_dim * config.use_action
+        layers: list[nn.Module] = []
+        width_in = input_dim
+        for width in config.hidden_sizes:
+            layers += [nn.Linear(width_in, width), nn.LeakyReLU()]
+            width_in = width
+        layers.append(nn.Linear(width_in, 1))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("input_mean", torch.zeros(input_dim))
+        self.register_buffer("input_std", torch.ones(input_dim))
+
+    def forward(self, obs: torch.Tensor, acts: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        x = _inputs(self.config, obs, acts, next_obs)
+        return self.net((x - self.input_mean) / self.input_std).squeeze(-1)
+
+
+class RewardEnsemble(nn.Module):
+    """K independently initialized `RewardMLP`s.
+
+    forward: obs (..., D), acts (..., A), next_obs (..., D) -> rewards (K, ...)
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, config: RewardNetConfig = RewardNetConfig()) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.config = obs_dim, act_dim, config
+        self.members = nn.ModuleList(
+            RewardMLP(obs_dim, act_dim, config) for _ in range(config.ensemble_size)
+        )
+
+    def forward(self, obs: torch.Tensor, acts: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(obs, acts, next_obs) for member in self.members])
+
+    @torch.no_grad()
+    def fit_input_normalization(
+        self, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray
+    ) -> None:
+        """Standardize inputs with statistics of the given samples (N, ·)."""
+        x = _inputs(
+            self.config, *(torch.as_tensor(a, dtype=torch.float32) for a in (obs, acts, next_obs))
+        )
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+        for member in self.members:
+            member.input_mean.copy_(mean)
+            member.input_std.copy_(std)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def predict(self, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        """Ensemble-mean reward, numpy in and out: (B, D), (B, A), (B, D) -> (B,) float32."""
+        tensors = [torch.as_tensor(a, dtype=torch.float32, device=self.device) for a in (obs, acts, next_obs)]
+        return self(*tensors).mean(0).cpu().numpy().astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        """Checkpoint with everything needed to rebuild the ensemble."""
+        torch.save(
+            {
+                "obs_dim": self.obs_dim,
+                "act_dim": self.act_dim,
+                "config": asdict(self.config),
+                "state_dict": self.state_dict(),
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "RewardEnsemble":
+        blob = torch.load(path, map_location=device, weights_only=True)
+        config = blob["config"]
+        config["hidden_sizes"] = tuple(config["hidden_sizes"])
+        ensemble = cls(blob["obs_dim"], blob["act_dim"], RewardNetConfig(**config))
+        ensemble.load_state_dict(blob["state_dict"])
+        return ensemble.to(device)
+
+
+class StandardizedReward:
+    """A `RewardFn`: the ensemble-mean reward shifted and scaled to zero mean, unit variance
+    over a reference set of transitions (fixed, so the RL reward does not drift)."""
+
+    def __init__(self, ensemble: RewardEnsemble, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray) -> None:
+        self.ensemble = ensemble
+        rewards = ensemble.predict(obs, acts, next_obs)
+        self.mean, self.std = float(rewards.mean()), float(rewards.std()) + 1e-8
+
+    def __call__(self, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        return (self.ensemble.predict(obs, acts, next_obs) - self.mean) / self.std

@@ -1,0 +1,195 @@
+"""Fitting a reward ensemble to labelled segment pairs.
+
+Each member sees its own bootstrap resample of the training pairs (so that their disagreement
+means something), a held-out split drives early stopping, and the best weights are restored.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from embodied_pref.preference import PartialReturnModel
+from embodied_pref.reward_nets import RewardEnsemble
+from embodied_pref.segments import PreferencePairs, SegmentBatch
+
+
+@dataclass(frozen=True)
+class RewardTrainingConfig:
+    """Optimization of the reward ensemble."""
+
+    max_epochs: int = 300
+    """Upper bound on passes over the training pairs."""
+    batch_size: int = 64
+    """Pairs per gradient step."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    weight_decay: float = 1e-4
+    """L2 penalty (AdamW)."""
+    validation_fraction: float = 0.2
+    """Share of labelled pairs held out for early stopping (at least one pair)."""
+    patience: int = 20
+    """Epochs without validation improvement before stopping."""
+    bootstrap: bool = True
+    """Resample the training pairs per member."""
+    seed: int = 0
+    """Seeds the split, the resamples, the initialization and batch order."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu" or "cuda"."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction: expected in [0, 1), found {self.validation_fraction}"
+            )
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise ValueError("batch_size, max_epochs and patience must be >= 1")
+
+
+@dataclass
+class RewardTrainingReport:
+    """What happened during fitting, epoch by epoch."""
+
+    train_loss: list[float] = field(default_factory=list)
+    validation_loss: list[float] = field(default_factory=list)
+    validation_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    n_train: int = 0
+    n_validation: int = 0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def segment_rewards(ensemble: RewardEnsemble, segments: SegmentBatch) -> torch.Tensor:
+    """Per-step rewards of every member: (K, N, L)."""
+    return ensemble(*segments.tensors(ensemble.device))
+
+
+@torch.no_grad()
+def preference_probabilities(
+    ensemble: RewardEnsemble, pairs_first: SegmentBatch, pairs_second: SegmentBatch,
+    model: PartialReturnModel = PartialReturnModel(),
+) -> np.ndarray:
+    """P(first ≻ second) under every member: (K, N)."""
+    return model.probability(
+        segment_rewards(ensemble, pairs_first), segment_rewards(ensemble, pairs_second)
+    ).cpu().numpy()
+
+
+def _pairs_loss(ensemble: RewardEnsemble, pairs: PreferencePairs, model: PartialReturnModel) -> torch.Tensor:
+    """Summed over members."""
+    targets = torch.as_tensor(pairs.targets, dtype=torch.float32, device=ensemble.device)
+    ra, rb = segment_rewards(ensemble, pairs.first), segment_rewards(ensemble, pairs.second)
+    return torch.stack([model.loss(ra[k], rb[k], targets) for k in range(len(ra))]).sum()
+
+
+def train_reward(
+    ensemble: RewardEnsemble,
+    pairs: PreferencePairs,
+    config: RewardTrainingConfig = RewardTrainingConfig(),
+    model: PartialReturnModel = PartialReturnModel(),
+    log_dir: str | Path | None = None,
+) -> RewardTrainingReport:
+    """Fit `ensemble` in place on `pairs`; returns the learning curves."""
+    if len(pairs) < 2:
+        raise ValueError(f"pairs: need at least 2 labelled pairs to train, found {len(pairs)}")
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    ensemble.to(device)
+    for member in ensemble.members:
+        for layer in member.net:
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+
+    order = rng.permutation(len(pairs))
+    n_val = max(1, int(round(config.validation_fraction * len(pairs)))) if config.validation_fraction else 0
+    val, train = pairs[order[:n_val]], pairs[order[n_val:]]
+    all_first = np.concatenate([train.first.observations[:, :-1], train.second.observations[:, :-1]])
+    all_next = np.concatenate([train.first.observations[:, 1:], train.second.observations[:, 1:]])
+    all_acts = np.concatenate([train.first.actions, train.second.actions])
+    d, a = all_first.shape[-1], all_acts.shape[-1]
+    ensemble.fit_input_normalization(
+        all_first.reshape(-1, d), all_acts.reshape(-1, a), all_next.reshape(-1, d)
+    )
+    k = len(ensemble.members)
+    member_indices = [
+        rng.integers(0, len(train), len(train)) if config.bootstrap else np.arange(len(train))
+        for _ in range(k)
+    ]
+    optimizer = torch.optim.AdamW(
+        ensemble.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    writer = None
+    if log_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(log_dir))
+
+    report = RewardTrainingReport(n_train=len(train), n_validation=n_val)
+    best_loss, best_state, since_best = float("inf"), copy.deepcopy(ensemble.state_dict()), 0
+    bar = tqdm(range(config.max_epochs), desc="reward", disable=not config.progress, leave=False)
+    for epoch in bar:
+        ensemble.train()
+        perms = [rng.permutation(idx) for idx in member_indices]
+        epoch_loss, n_batches = 0.0, 0
+        for start in range(0, len(train), config.batch_size):
+            loss = torch.zeros((), device=device)
+            for member_k, perm in enumerate(perms):
+                batch = train[perm[start : start + config.batch_size]]
+                if len(batch) == 0:
+                    continue
+                targets = torch.as_tensor(batch.targets, dtype=torch.float32, device=device)
+                member = ensemble.members[member_k]
+                ra = member(*batch.first.tensors(device))
+                rb = member(*batch.second.tensors(device))
+                loss = loss + model.loss(ra, rb, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            epoch_loss += loss.item() / k
+            n_batches += 1
+        report.train_loss.append(epoch_loss / max(n_batches, 1))
+
+        ensemble.eval()
+        if n_val:
+            with torch.no_grad():
+                val_loss = _pairs_loss(ensemble, val, model).item() / k
+                prob = preference_probabilities(ensemble, val.first, val.second, model).mean(0)
+            decisive = val.targets != 0.5
+            accuracy = (
+                float(((prob > 0.5) == (val.targets > 0.5))[decisive].mean()) if decisive.any() else float("nan")
+            )
+        else:
+            val_loss, accuracy = report.train_loss[-1], float("nan")
+        report.validation_loss.append(val_loss)
+        report.validation_accuracy.append(accuracy)
+        if writer is not None:
+            writer.add_scalar("reward/train_loss", report.train_loss[-1], epoch)
+            writer.add_scalar("reward/validation_loss", val_loss, epoch)
+            writer.add_scalar("reward/validation_accuracy", accuracy, epoch)
+        bar.set_postfix(train=f"{report.train_loss[-1]:.3f}", val=f"{val_loss:.3f}")
+
+        if val_loss < best_loss - 1e-5:
+            best_loss, best_state, since_best = val_loss, copy.deepcopy(ensemble.state_dict()), 0
+            report.best_epoch = epoch
+        else:
+            since_best += 1
+            if since_best >= config.patience:
+                break
+    ensemble.load_state_dict(best_state)
+    ensemble.eval()
+    if writer is not None:
+        writer.close()
+    return report

@@ -1,0 +1,127 @@
+"""Cutting trajectories into clips, and stacking clip contents into arrays for learning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from embodied_pref.data import Clip, Segment, Trajectory
+from embodied_pref.store import PreferenceDataset
+
+
+def cut_clips(
+    trajectories: Sequence[Trajectory], length: int, per_trajectory: int, rng: np.random.Generator
+) -> list[Clip]:
+    """`per_trajectory` clips of `length` steps at uniformly random starts in each trajectory."""
+    clips = []
+    for trajectory in trajectories:
+        if trajectory.length < length:
+            raise ValueError(
+                f"trajectory {trajectory.id}: length {trajectory.length} is shorter than the clip "
+                f"length {length}"
+            )
+        starts = rng.integers(0, trajectory.length - length + 1, size=per_trajectory)
+        clips += [Clip(trajectory.id, int(s), length) for s in starts]
+    return clips
+
+
+@dataclass(frozen=True)
+class SegmentBatch:
+    """N segments of equal length L, stacked.
+
+    observations (N, L+1, D) float32 — s_0 .. s_L; actions (N, L, A) float32;
+    gt_rewards (N, L) float32 or None.
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    gt_rewards: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def __getitem__(self, index) -> "SegmentBatch":
+        return SegmentBatch(
+            self.observations[index],
+            self.actions[index],
+            None if self.gt_rewards is None else self.gt_rewards[index],
+        )
+
+    @property
+    def gt_returns(self) -> np.ndarray:
+        """(N,) summed ground-truth reward."""
+        if self.gt_rewards is None:
+            raise ValueError("SegmentBatch.gt_rewards: this domain recorded no ground-truth reward")
+        return self.gt_rewards.sum(-1)
+
+    def tensors(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """(obs (N, L, D), acts (N, L, A), next_obs (N, L, D)) as float32 tensors."""
+        obs = torch.as_tensor(self.observations, dtype=torch.float32, device=device)
+        acts = torch.as_tensor(self.actions, dtype=torch.float32, device=device)
+        return obs[:, :-1], acts, obs[:, 1:]
+
+
+def stack_segments(segments: Sequence[Segment]) -> SegmentBatch:
+    """Stack equal-length segments; all or none must carry ground-truth rewards."""
+    lengths = {len(s.actions) for s in segments}
+    if len(lengths) != 1:
+        raise ValueError(f"segments: expected one common length, found lengths {sorted(lengths)}")
+    has_rewards = {s.rewards is not None for s in segments}
+    rewards = np.stack([s.rewards for s in segments]) if has_rewards == {True} else None
+    return SegmentBatch(
+        np.stack([s.observations for s in segments]).astype(np.float32),
+        np.stack([s.actions for s in segments]).astype(np.float32),
+        None if rewards is None else rewards.astype(np.float32),
+    )
+
+
+@dataclass(frozen=True)
+class PreferencePairs:
+    """Labelled segment pairs: `targets` (N,) is P(first ≻ second): 1, 0, or 0.5 for a tie."""
+
+    first: SegmentBatch
+    second: SegmentBatch
+    targets: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not len(self.first) == len(self.second) == len(self.targets):
+            raise ValueError(
+                f"PreferencePairs: first/second/targets lengths differ: "
+                f"{len(self.first)}/{len(self.second)}/{len(self.targets)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index) -> "PreferencePairs":
+        return PreferencePairs(self.first[index], self.second[index], self.targets[index])
+
+
+def clip_batch(dataset: PreferenceDataset, clip_ids: Sequence[str]) -> SegmentBatch:
+    """The clips' contents, stacked in the given order."""
+    return stack_segments([dataset.segment(clip_id) for clip_id in clip_ids])
+
+
+def labelled_pairs(dataset: PreferenceDataset) -> PreferencePairs:
+    """Every pairwise label with a training signal (left/right/equal), as stacked pairs.
+
+    A query labelled by several annotators contributes one pair per label.
+    """
+    queries = {q.id: q for q in dataset.queries()}
+    firsts, seconds, targets = [], [], []
+    for label in dataset.labels():
+        target = label.target()
+        query = queries[label.query_id]
+        if target is None or len(query.clip_ids) != 2:
+            continue
+        firsts.append(query.clip_ids[0])
+        seconds.append(query.clip_ids[1])
+        targets.append(target)
+    if not targets:
+        raise ValueError(f"{dataset.path}: no pairwise labels with a preference (left/right/equal)")
+    return PreferencePairs(
+        clip_batch(dataset, firsts), clip_batch(dataset, seconds), np.asarray(targets, np.float32)
+    )
