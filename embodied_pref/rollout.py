@@ -39,6 +39,9 @@ def rollout(
         if frames is not None:
             frames.append(env.render())
     spec = env.spec
+    metadata = dict(metadata or {})
+    if "eval_score" in info:
+        metadata["eval_score"] = float(info["eval_score"])
     return Trajectory(
         observations=np.asarray(observations, dtype=np.float32),
         actions=np.asarray(actions, dtype=np.float32),
@@ -48,5 +51,5 @@ def rollout(
         seed=seed,
         embodiment=str(info.get("embodiment", "")),
         terminated=bool(terminated),
-        metadata=dict(metadata or {}),
+        metadata=metadata,
     )

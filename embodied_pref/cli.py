@@ -1,0 +1,230 @@
+"""`embodied-pref`: the command line. Each subcommand's `--help` lists its options."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Union
+
+import numpy as np
+import tyro
+
+from embodied_pref.evaluation import evaluate_reward
+from embodied_pref.experiments.demo import DemoConfig, evaluate_policy, run_demo
+from embodied_pref.experiments.label_efficiency import LabelEfficiencyConfig, run_label_efficiency
+from embodied_pref.experiments.reward_quality import RewardQualityConfig, run_reward_quality
+from embodied_pref.experiments.xmagical_data import scripted_episodes
+from embodied_pref.gathering import TeacherGatherer
+from embodied_pref.loop import ask, fit_reward, standardized_on_pool
+from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
+from embodied_pref.reward_training import RewardTrainingConfig
+from embodied_pref.segments import clip_batch, cut_clips
+from embodied_pref.store import PreferenceDataset
+from embodied_pref.teachers import make_teacher
+from envs.xmagical import env_id
+from policies.ppo import PPOAgent, PPOConfig
+
+
+def demo(config: DemoConfig) -> None:
+    """Run the PbRL loop end to end on X-MAGICAL SweepToTop-Gripper (state) with a synthetic
+    teacher, then compare PPO on the learned reward with PPO on the ground truth and a random
+    policy. Writes runs/<name>/report.md and PNG plots."""
+    run_demo(config)
+
+
+def collect(
+    dataset: Path,
+    embodiment: str = "Gripper",
+    episodes: int = 20,
+    qualities: tuple[float, ...] = (0.0, 0.3, 0.6, 0.9),
+    clip_length: int = 50,
+    clips_per_episode: int = 4,
+    frames: bool = False,
+    seed: int = 0,
+) -> None:
+    """Record scripted X-MAGICAL SweepToTop episodes into a dataset directory (created if
+    missing) and cut them into clips.
+
+    Args:
+        dataset: Dataset directory.
+        embodiment: Gripper, Shortstick, Mediumstick or Longstick.
+        episodes: Number of episodes.
+        qualities: Demonstrator qualities cycled over episodes (0 random ... 1 expert).
+        clip_length: Steps per clip.
+        clips_per_episode: Clips cut at random starts from each episode.
+        frames: Record RGB frames and write an H.264 mp4 preview of every clip (for labeling by people).
+        seed: First episode seed; also seeds clip starts.
+    """
+    store = PreferenceDataset.open(dataset) if dataset.exists() else PreferenceDataset.create(dataset)
+    with store:
+        cycle = [qualities[i % len(qualities)] for i in range(episodes)]
+        trajectories = scripted_episodes(embodiment, cycle, seed, record_frames=frames, progress=True)
+        for trajectory in trajectories:
+            store.add_trajectory(trajectory)
+        clips = cut_clips(trajectories, clip_length, clips_per_episode, np.random.default_rng(seed))
+        store.add_clips(clips)
+        if frames:
+            for clip in clips:
+                store.write_preview(clip.id)
+        print(f"{dataset}: +{len(trajectories)} trajectories, +{len(clips)} clips "
+              f"({len(store.trajectory_ids())} trajectories, {len(store.clips())} clips in all)")
+
+
+def label(
+    dataset: Path,
+    teacher: str = "oracle",
+    queries: int = 100,
+    selection: str = "uniform",
+    reward: Path | None = None,
+    oversample: int = 10,
+    seed: int = 0,
+) -> None:
+    """Ask a synthetic teacher to label queries: first every stored query without a label,
+    then `queries` new pairs drawn from the dataset's clip pool.
+
+    Args:
+        dataset: Dataset directory (see `collect`).
+        teacher: oracle, stoch, mistake, skip, equal or myopic (B-Pref teachers).
+        queries: New pairs to select and label.
+        selection: uniform, disagreement or entropy (the last two need --reward).
+        reward: Reward ensemble checkpoint used by active selection.
+        oversample: Candidates scored per selected pair.
+        seed: Seeds the teacher and the selection.
+    """
+
+    with PreferenceDataset.open(dataset) as store:
+        gatherer = TeacherGatherer(store, make_teacher(teacher, seed=seed))
+        gatherer.submit(store.unlabeled_queries())
+        pending = len(gatherer.collect())
+        ensemble = RewardEnsemble.load(reward) if reward is not None else None
+        new = ask(store, gatherer, queries, selection, ensemble, round_index=0,
+                  rng=np.random.default_rng(seed), oversample=oversample) if queries else 0
+        print(f"{dataset}: labelled {pending} pending and {new} new queries with teacher {teacher!r} "
+              f"({len(store.labels())} labels in all)")
+
+
+def train_reward(
+    dataset: Path,
+    out: Path,
+    net: RewardNetConfig = RewardNetConfig(),
+    training: RewardTrainingConfig = RewardTrainingConfig(),
+) -> None:
+    """Fit a reward ensemble to every pairwise label in a dataset; save it to `out`.
+
+    Args:
+        dataset: Dataset directory with labels.
+        out: Checkpoint path to write (e.g. reward.pt).
+        net: Reward network shape.
+        training: Optimization settings.
+    """
+
+    with PreferenceDataset.open(dataset) as store:
+        ensemble, val_accuracy = fit_reward(store, net, training, log_dir=out.parent / "tensorboard")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ensemble.save(out)
+    print(f"{out}: reward ensemble of {net.ensemble_size}; validation preference accuracy {val_accuracy:.3f}")
+
+
+def train_policy(
+    out: Path,
+    reward: Path | None = None,
+    dataset: Path | None = None,
+    embodiment: str = "Gripper",
+    steps: int = 50_000,
+    ppo: PPOConfig = PPOConfig(),
+) -> None:
+    """Train PPO on X-MAGICAL SweepToTop (state) on a learned reward, or on the ground truth
+    when no --reward is given.
+
+    Args:
+        out: Where to save the policy (SB3 zip).
+        reward: Reward ensemble checkpoint; omit to train on the ground-truth reward.
+        dataset: Dataset whose clips standardize the learned reward (required with --reward).
+        embodiment: Gripper, Shortstick, Mediumstick or Longstick.
+        steps: Environment steps.
+        ppo: PPO hyperparameters.
+    """
+
+    reward_fn = None
+    if reward is not None:
+        if dataset is None:
+            raise SystemExit("--dataset is required with --reward (its clips standardize the reward)")
+        with PreferenceDataset.open(dataset) as store:
+            pool = clip_batch(store, [c.id for c in store.clips()])
+        reward_fn = standardized_on_pool(RewardEnsemble.load(reward), pool)
+    agent = PPOAgent(env_id(embodiment, "state"), ppo, log_dir=out.parent / "tensorboard")
+    agent.train(reward_fn, steps, progress=True)
+    agent.save(out)
+    print(f"{out}: PPO trained {steps} steps on {'the learned reward' if reward else 'the ground truth'}")
+
+
+def evaluate(
+    agent: Path | None = None,
+    reward: Path | None = None,
+    dataset: Path | None = None,
+    embodiment: str = "Gripper",
+    episodes: int = 10,
+    seed: int = 2_000_000,
+) -> None:
+    """Score a policy on ground truth (--agent) and/or a learned reward against the ground
+    truth of a dataset's clips (--reward with --dataset).
+
+    Args:
+        agent: PPO policy saved by train-policy.
+        reward: Reward ensemble checkpoint.
+        dataset: Dataset whose clips (with ground truth) score the reward.
+        embodiment: X-MAGICAL embodiment the policy acts in.
+        episodes: Evaluation episodes for the policy.
+        seed: First evaluation episode seed.
+    """
+    if agent is None and reward is None:
+        raise SystemExit("nothing to evaluate: pass --agent and/or --reward")
+    if agent is not None:
+
+        ppo = PPOAgent(env_id(embodiment, "state"))
+        ppo.load(agent)
+        mean_return, score = evaluate_policy(ppo, embodiment, episodes, seed)
+        print(json.dumps({"agent": str(agent), "gt_return": mean_return, "eval_score": score}))
+    if reward is not None:
+        if dataset is None:
+            raise SystemExit("--dataset is required with --reward")
+
+        with PreferenceDataset.open(dataset) as store:
+            clips = clip_batch(store, [c.id for c in store.clips()])
+        print(json.dumps({"reward": str(reward), **asdict(evaluate_reward(RewardEnsemble.load(reward), clips))}))
+
+
+def experiment(
+    config: Union[
+        Annotated[RewardQualityConfig, tyro.conf.subcommand("reward-quality")],
+        Annotated[LabelEfficiencyConfig, tyro.conf.subcommand("label-efficiency")],
+    ],
+    out: Path = Path("runs/experiments"),
+) -> None:
+    """Run a named experiment; results (JSON, markdown table, PNG) go under --out/<name>.
+
+    Args:
+        config: Which experiment, and its settings.
+        out: Parent directory of experiment outputs.
+    """
+    if isinstance(config, RewardQualityConfig):
+        run_reward_quality(config, out / "reward_quality")
+    else:
+        run_label_efficiency(config, out / "label_efficiency")
+
+
+COMMANDS = {
+    "demo": demo,
+    "collect": collect,
+    "label": label,
+    "train-reward": train_reward,
+    "train-policy": train_policy,
+    "eval": evaluate,
+    "experiment": experiment,
+}
+
+
+def main(args: list[str] | None = None) -> None:
+    tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="embodied-pref", args=args,
+                                         description="Learn rewards from preferences over trajectory clips.")
