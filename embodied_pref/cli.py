@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Union
 
 import numpy as np
+import torch
 import tyro
 
 from embodied_pref.evaluation import evaluate_reward
@@ -15,13 +16,12 @@ from embodied_pref.experiments.demo import DemoConfig, evaluate_policy, run_demo
 from embodied_pref.experiments.label_efficiency import LabelEfficiencyConfig, run_label_efficiency
 from embodied_pref.experiments.reward_quality import RewardQualityConfig, run_reward_quality
 from embodied_pref.experiments.xmagical_data import scripted_episodes
-from embodied_pref.gathering import TeacherGatherer
+from embodied_pref.gathering import TeacherGatherer, dataset_teacher
 from embodied_pref.loop import ask, fit_reward, standardized_on_pool
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.segments import clip_batch, cut_clips
 from embodied_pref.store import PreferenceDataset
-from embodied_pref.teachers import make_teacher
 from envs.xmagical import env_id
 from policies.ppo import PPOAgent, PPOConfig
 
@@ -94,7 +94,7 @@ def label(
     """
 
     with PreferenceDataset.open(dataset) as store:
-        gatherer = TeacherGatherer(store, make_teacher(teacher, seed=seed))
+        gatherer = TeacherGatherer(store, dataset_teacher(store, teacher, seed))
         gatherer.submit(store.unlabeled_queries())
         pending = len(gatherer.collect())
         ensemble = RewardEnsemble.load(reward) if reward is not None else None
@@ -226,5 +226,8 @@ COMMANDS = {
 
 
 def main(args: list[str] | None = None) -> None:
+    # Every network these commands train is a small MLP: on CPU one thread beats several
+    # contending with the simulator for the same cores.
+    torch.set_num_threads(1)
     tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="embodied-pref", args=args,
                                          description="Learn rewards from preferences over trajectory clips.")

@@ -323,7 +323,7 @@ class Query:
         check_id("id", self.id)
 
 
-_TARGETS = {Outcome.LEFT: 1.0, Outcome.RIGHT: 0.0, Outcome.EQUAL: 0.5}
+OUTCOME_TARGETS = {Outcome.LEFT: 1.0, Outcome.RIGHT: 0.0, Outcome.EQUAL: 0.5}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,7 +370,7 @@ class Label:
 
     def target(self) -> float | None:
         """Probability that the FIRST clip is preferred (1, 0 or 0.5); None: no signal."""
-        return _TARGETS.get(self.outcome)
+        return OUTCOME_TARGETS.get(self.outcome)
 
 
 def _check_ranking(ranking: object) -> tuple[int, ...]:

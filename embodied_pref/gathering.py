@@ -11,9 +11,9 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from embodied_pref.data import Label, Query
+from embodied_pref.data import Label, Query, Trajectory
 from embodied_pref.store import PreferenceDataset
-from embodied_pref.teachers import SyntheticTeacher
+from embodied_pref.teachers import SyntheticTeacher, make_teacher, teacher_scale
 
 
 class PreferenceGatherer(Protocol):
@@ -56,6 +56,30 @@ class TeacherGatherer:
         if rewards is None:
             raise ValueError(f"clip {clip_id}: no ground-truth reward for a synthetic teacher")
         return rewards
+
+
+def scaled_teacher(
+    name: str, trajectories: Sequence[Trajectory], clip_length: int, seed: int = 0
+) -> SyntheticTeacher:
+    """A B-Pref teacher whose skip/equal thresholds scale with the domain's rewards
+    (B-Pref's m: mean episode return × clip length / episode length)."""
+    if not trajectories or any(t.rewards is None for t in trajectories):
+        raise ValueError("a synthetic teacher needs trajectories with ground-truth rewards")
+    scale = teacher_scale(
+        float(np.mean([t.rewards.sum() for t in trajectories])),
+        clip_length,
+        int(np.mean([t.length for t in trajectories])),
+    )
+    return make_teacher(name, scale=scale, seed=seed)
+
+
+def dataset_teacher(dataset: PreferenceDataset, name: str, seed: int = 0) -> SyntheticTeacher:
+    """`scaled_teacher` over everything stored in `dataset`."""
+    clips = dataset.clips()
+    if not clips:
+        raise ValueError(f"{dataset.path}: no clips to label; run `embodied-pref collect` first")
+    trajectories = [dataset.trajectory(i) for i in dataset.trajectory_ids()]
+    return scaled_teacher(name, trajectories, int(np.mean([c.length for c in clips])), seed)
 
 
 class StoreGatherer:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import scipy.stats
 
-RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-"""(obs (B, D), acts (B, A), next_obs (B, D)) -> rewards (B,)."""
+from embodied_pref.reward_nets import RewardFn
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 from embodied_pref.evaluation import evaluate_reward, predicted_returns
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.experiments.xmagical_data import MIXED_QUALITIES, scripted_episodes
-from embodied_pref.gathering import TeacherGatherer
+from embodied_pref.gathering import TeacherGatherer, scaled_teacher
 from embodied_pref.loop import IterationRecord, LoopConfig, run_pbrl_loop
 from embodied_pref.plots import plot_curves, plot_scatter
 from embodied_pref.reward_nets import RewardEnsemble
@@ -22,7 +22,6 @@ from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.rollout import rollout
 from embodied_pref.segments import cut_clips, stack_segments
 from embodied_pref.store import PreferenceDataset
-from embodied_pref.teachers import make_teacher
 from envs.xmagical import env_id
 from policies.ppo import PPOAgent, PPOConfig
 
@@ -84,9 +83,8 @@ def run_demo(config: DemoConfig) -> dict:
     state_env = env_id(config.embodiment, "state")
     print(f"[demo] run directory: {run_dir}")
 
-    def initial():
-        qualities = [MIXED_QUALITIES[i % len(MIXED_QUALITIES)] for i in range(config.initial_episodes)]
-        return scripted_episodes(config.embodiment, qualities, config.seed * 100_000, progress=True)
+    qualities = [MIXED_QUALITIES[i % len(MIXED_QUALITIES)] for i in range(config.initial_episodes)]
+    initial = scripted_episodes(config.embodiment, qualities, config.seed * 100_000, progress=True)
 
     def report(record: IterationRecord) -> None:
         print(f"[demo] iteration {record.iteration}: {record.labels} labels, reward val acc "
@@ -94,9 +92,9 @@ def run_demo(config: DemoConfig) -> dict:
               f"({time.monotonic() - start:.0f}s)")
 
     agent = PPOAgent(state_env, config.ppo, log_dir=run_dir / "tensorboard")
-    teacher = make_teacher(config.teacher, seed=config.seed)
+    teacher = scaled_teacher(config.teacher, initial, config.loop.clip_length, config.seed)
     records = run_pbrl_loop(
-        dataset, agent, TeacherGatherer(dataset, teacher), run_dir, initial, config.loop,
+        dataset, agent, TeacherGatherer(dataset, teacher), run_dir, lambda: initial, config.loop,
         XMAGICAL_REWARD_NET, RewardTrainingConfig(seed=config.seed, progress=False), on_iteration=report,
     )
 

@@ -16,7 +16,7 @@ from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig, train_reward
 from embodied_pref.segments import PreferencePairs, SegmentBatch
 from embodied_pref.teachers import SyntheticTeacher, make_teacher
-from embodied_pref.data import Outcome
+from embodied_pref.data import OUTCOME_TARGETS
 from embodied_pref.experiments.xmagical_data import mixed_quality_pools
 
 # The X-MAGICAL dense reward depends on the state reached, so the reward sees s_{t+1}.
@@ -43,9 +43,6 @@ class RewardQualityConfig:
     """Held-out pairs for preference accuracy."""
     teacher: str = "oracle"
     """B-Pref teacher that labels the training pairs."""
-
-
-OUTCOME_TARGETS = {Outcome.LEFT: 1.0, Outcome.RIGHT: 0.0, Outcome.EQUAL: 0.5}
 
 
 def teacher_pairs(

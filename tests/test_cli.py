@@ -1,0 +1,50 @@
+"""The `embodied-pref` commands, run in-process on a tiny dataset."""
+
+import json
+
+import pytest
+
+from embodied_pref.cli import COMMANDS, main
+from embodied_pref.store import PreferenceDataset
+
+
+def test_every_command_has_help(capsys):
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert "usage: embodied-pref " + command in out
+
+
+def test_collect_label_train_evaluate(tmp_path, capsys):
+    dataset = tmp_path / "ds"
+    main(["collect", "--dataset", str(dataset), "--embodiment", "Longstick", "--episodes", "8",
+          "--clip-length", "20", "--clips-per-episode", "4"])
+    main(["label", "--dataset", str(dataset), "--teacher", "equal", "--queries", "60"])
+    with PreferenceDataset.open(dataset) as store:
+        labels = store.labels()
+        assert len(store.trajectory_ids()) == 8 and len(store.clips()) == 32 and len(labels) == 60
+        assert {label.source["name"] for label in labels} == {"equal"}
+        assert labels[0].source["params"]["scale"] < 0  # SweepToTop rewards are negative
+
+    reward = tmp_path / "reward.pt"
+    main(["train-reward", "--dataset", str(dataset), "--out", str(reward), "--training.max-epochs", "30",
+          "--training.no-progress", "--net.hidden-sizes", "32", "32"])
+    assert reward.exists()
+    main(["label", "--dataset", str(dataset), "--queries", "10", "--selection", "disagreement",
+          "--reward", str(reward)])
+    with PreferenceDataset.open(dataset) as store:
+        assert [q.selector for q in store.queries()][-10:] == ["disagreement"] * 10
+
+    capsys.readouterr()
+    main(["eval", "--reward", str(reward), "--dataset", str(dataset)])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n_clips"] == 32
+    assert result["accuracy"] > 0.6  # better than chance on the clips it was trained on
+
+
+def test_label_on_an_empty_dataset_says_what_to_do(tmp_path):
+    PreferenceDataset.create(tmp_path / "empty").close()
+    with pytest.raises(ValueError, match="embodied-pref collect"):
+        main(["label", "--dataset", str(tmp_path / "empty")])
