@@ -26,7 +26,7 @@ from envs.xmagical import env_id
 from policies.ppo import PPOAgent, PPOConfig
 
 
-def demo(config: DemoConfig) -> None:
+def demo(config: Annotated[DemoConfig, tyro.conf.arg(name="")]) -> None:
     """Run the PbRL loop end to end on X-MAGICAL SweepToTop-Gripper (state) with a synthetic
     teacher, then compare PPO on the learned reward with PPO on the ground truth and a random
     policy. Writes runs/<name>/report.md and PNG plots."""
@@ -196,22 +196,23 @@ def evaluate(
 
 
 def experiment(
-    config: Union[
-        Annotated[RewardQualityConfig, tyro.conf.subcommand("reward-quality")],
-        Annotated[LabelEfficiencyConfig, tyro.conf.subcommand("label-efficiency")],
+    config: Annotated[
+        Union[
+            Annotated[RewardQualityConfig, tyro.conf.subcommand("reward-quality", prefix_name=False)],
+            Annotated[LabelEfficiencyConfig, tyro.conf.subcommand("label-efficiency", prefix_name=False)],
+        ],
+        tyro.conf.arg(name=""),
     ],
-    out: Path = Path("runs/experiments"),
 ) -> None:
-    """Run a named experiment; results (JSON, markdown table, PNG) go under --out/<name>.
+    """Run a named experiment; results (JSON, markdown table, PNG) go to its --out directory.
 
     Args:
         config: Which experiment, and its settings.
-        out: Parent directory of experiment outputs.
     """
     if isinstance(config, RewardQualityConfig):
-        run_reward_quality(config, out / "reward_quality")
+        run_reward_quality(config)
     else:
-        run_label_efficiency(config, out / "label_efficiency")
+        run_label_efficiency(config)
 
 
 COMMANDS = {

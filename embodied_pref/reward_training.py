@@ -29,8 +29,9 @@ class RewardTrainingConfig:
     """Pairs per gradient step."""
     learning_rate: float = 1e-3
     """Adam step size."""
-    weight_decay: float = 1e-4
-    """L2 penalty (AdamW)."""
+    weight_decay: float = 1e-2
+    """Decoupled weight decay (AdamW); Bradley-Terry logits are unbounded, so without it the
+    nets overfit the easy pairs within a few epochs."""
     validation_fraction: float = 0.2
     """Share of labelled pairs held out for early stopping (at least one pair)."""
     patience: int = 20

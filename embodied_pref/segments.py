@@ -43,6 +43,17 @@ class SegmentBatch:
     def __len__(self) -> int:
         return len(self.actions)
 
+    def concatenate(self, other: "SegmentBatch") -> "SegmentBatch":
+        """This batch followed by `other` (same L, D, A)."""
+        rewards = None
+        if self.gt_rewards is not None and other.gt_rewards is not None:
+            rewards = np.concatenate([self.gt_rewards, other.gt_rewards])
+        return SegmentBatch(
+            np.concatenate([self.observations, other.observations]),
+            np.concatenate([self.actions, other.actions]),
+            rewards,
+        )
+
     def __getitem__(self, index) -> "SegmentBatch":
         return SegmentBatch(
             self.observations[index],
@@ -95,6 +106,14 @@ class PreferencePairs:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def concatenate(self, other: "PreferencePairs") -> "PreferencePairs":
+        """These pairs followed by `other`'s."""
+        return PreferencePairs(
+            self.first.concatenate(other.first),
+            self.second.concatenate(other.second),
+            np.concatenate([self.targets, other.targets]),
+        )
 
     def __getitem__(self, index) -> "PreferencePairs":
         return PreferencePairs(self.first[index], self.second[index], self.targets[index])

@@ -14,7 +14,6 @@ from embodied_pref.experiments.reward_quality import fit_and_evaluate, teacher_p
 from embodied_pref.experiments.xmagical_data import mixed_quality_pools
 from embodied_pref.plots import plot_curves
 from embodied_pref.query_selection import select_pairs
-from embodied_pref.segments import PreferencePairs, SegmentBatch
 from embodied_pref.teachers import make_teacher
 
 
@@ -34,19 +33,14 @@ class LabelEfficiencyConfig:
     test_episodes: int = 30
     clip_length: int = 50
     teacher: str = "oracle"
+    """B-Pref teacher that labels the pairs."""
+    out: Path = Path("runs/experiments/label_efficiency")
+    """Directory for results.json, table.md and plots."""
 
 
-def _concat(a: PreferencePairs, b: PreferencePairs) -> PreferencePairs:
-    def cat(x: SegmentBatch, y: SegmentBatch) -> SegmentBatch:
-        return SegmentBatch(np.concatenate([x.observations, y.observations]),
-                            np.concatenate([x.actions, y.actions]),
-                            np.concatenate([x.gt_rewards, y.gt_rewards]))
-    return PreferencePairs(cat(a.first, b.first), cat(a.second, b.second), np.concatenate([a.targets, b.targets]))
-
-
-def run_label_efficiency(config: LabelEfficiencyConfig, out_dir: str | Path) -> dict:
+def run_label_efficiency(config: LabelEfficiencyConfig) -> dict:
     """Writes results.json, table.md and label_efficiency.png to `out_dir`."""
-    out_dir = Path(out_dir)
+    out_dir = config.out
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in tqdm(config.seeds, desc="seeds"):
@@ -62,7 +56,7 @@ def run_label_efficiency(config: LabelEfficiencyConfig, out_dir: str | Path) -> 
             for budget in config.budgets[1:]:
                 selected = select_pairs(pools.train, budget - len(pairs), rng, method, ensemble)
                 new = teacher_pairs(pools.train, selected.first, selected.second, teacher)
-                pairs = _concat(pairs, new)
+                pairs = pairs.concatenate(new)
                 ensemble, evaluation = fit_and_evaluate(pairs, pools.test, seed)
                 rows.append({"seed": seed, "method": method, "budget": budget, **asdict(evaluation)})
 
@@ -91,7 +85,7 @@ def run_label_efficiency(config: LabelEfficiencyConfig, out_dir: str | Path) -> 
                 cells.append(f"{np.mean(vals):.3f} ± {np.std(vals):.3f}")
         table.append(f"| {budget} | " + " | ".join(cells) + " |")
     result = {"config": asdict(config), "rows": rows}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "results.json").write_text(json.dumps(result, indent=2, default=str))
     (out_dir / "table.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     return result

@@ -43,6 +43,8 @@ class RewardQualityConfig:
     """Held-out pairs for preference accuracy."""
     teacher: str = "oracle"
     """B-Pref teacher that labels the training pairs."""
+    out: Path = Path("runs/experiments/reward_quality")
+    """Directory for results.json and table.md."""
 
 
 def teacher_pairs(
@@ -63,9 +65,9 @@ def fit_and_evaluate(
     return ensemble, evaluate_reward(ensemble, test, seed=seed)
 
 
-def run_reward_quality(config: RewardQualityConfig, out_dir: str | Path) -> dict:
+def run_reward_quality(config: RewardQualityConfig) -> dict:
     """Runs every (seed, budget); writes results.json and table.md to `out_dir`."""
-    out_dir = Path(out_dir)
+    out_dir = config.out
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in tqdm(config.seeds, desc="seeds"):
@@ -91,7 +93,7 @@ def run_reward_quality(config: RewardQualityConfig, out_dir: str | Path) -> dict
         table.append(f"| {budget} | {m['accuracy'][0]:.3f} ± {m['accuracy'][1]:.3f} | "
                      f"{m['spearman'][0]:.3f} ± {m['spearman'][1]:.3f} | {len(config.seeds)} |")
     result = {"config": asdict(config), "rows": rows, "summary": summary}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "results.json").write_text(json.dumps(result, indent=2, default=str))
     (out_dir / "table.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     return result

@@ -3,6 +3,8 @@
 import collections
 import collections.abc
 import os
+import sys
+import types
 
 # x-magical 0.0.4 still spells `collections.Sequence`, which Python 3.10 removed.
 if not hasattr(collections, "Sequence"):
@@ -13,3 +15,15 @@ if not hasattr(collections, "Sequence"):
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 # pygame prints a banner on import otherwise.
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+# x-magical needs the unmaintained gym 0.26 for its base class only; its import-time notice
+# (printed to stderr by gym_notices) says to move to gymnasium, which this adapter does.
+try:
+    import gym_notices.notices as _gym_notices
+
+    _gym_notices.notices.clear()
+except ImportError:
+    pass
+
+# pymunk 5 prints the path of its chipmunk library on import unless `pymunkoptions` says not to.
+sys.modules.setdefault("pymunkoptions", types.SimpleNamespace(options={"debug": False}))
