@@ -1,0 +1,1 @@
+"""Policy learners that train on learned rewards (stable-baselines3 PPO)."""

@@ -16,13 +16,14 @@ from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.experiments.xmagical_data import MIXED_QUALITIES, scripted_episodes
 from embodied_pref.gathering import TeacherGatherer, scaled_teacher
 from embodied_pref.loop import IterationRecord, LoopConfig, run_pbrl_loop
+from embodied_pref.metrics import epic_distance
 from embodied_pref.plots import plot_curves, plot_scatter
 from embodied_pref.reward_nets import RewardEnsemble
 from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.rollout import rollout
-from embodied_pref.segments import cut_clips, stack_segments
+from embodied_pref.segments import SegmentBatch, cut_clips, stack_segments
 from embodied_pref.store import PreferenceDataset
-from envs.xmagical import env_id
+from envs.xmagical import env_id, state_reward
 from policies.ppo import PPOAgent, PPOConfig
 
 
@@ -70,6 +71,18 @@ def evaluate_policy(agent_or_none: PPOAgent | None, embodiment: str, episodes: i
         env.close()
 
 
+def held_out_epic(ensemble: RewardEnsemble, clips: SegmentBatch, seed: int, n: int = 500) -> float:
+    """EPIC distance between the learned and the true reward on `n` held-out transitions;
+    the same transitions' states and actions serve as the coverage distribution."""
+    obs, acts, next_obs = (t.reshape(-1, t.shape[-1]).numpy() for t in clips.tensors())
+    pick = np.random.default_rng(seed).choice(len(obs), size=min(n, len(obs)), replace=False)
+    return epic_distance(
+        ensemble.predict, lambda o, a, next_o: state_reward(next_o),
+        transitions=(obs[pick], acts[pick], next_obs[pick]),
+        state_samples=obs[pick], action_samples=acts[pick], gamma=0.99, n_mean_samples=128, seed=seed,
+    )
+
+
 def run_demo(config: DemoConfig) -> dict:
     start = time.monotonic()
     run_dir = config.runs_dir / config.name
@@ -106,6 +119,7 @@ def run_demo(config: DemoConfig) -> dict:
     clips = cut_clips(held_out_episodes, config.loop.clip_length, 8, np.random.default_rng(config.seed))
     held_out = stack_segments([by_id[c.trajectory_id].segment(c.start, c.length) for c in clips])
     reward_eval = evaluate_reward(ensemble, held_out, seed=config.seed)
+    epic = held_out_epic(ensemble, held_out, config.seed)
     print(f"[demo] training PPO on the ground-truth reward for comparison ({time.monotonic() - start:.0f}s)")
     total_steps = config.loop.iterations * config.loop.policy_steps_per_iteration
     gt_agent = PPOAgent(state_env, config.ppo)
@@ -119,6 +133,7 @@ def run_demo(config: DemoConfig) -> dict:
         ("labels used", f"{records[-1].labels}"),
         ("held-out preference accuracy", f"{reward_eval.accuracy:.3f}"),
         ("Spearman(learned, ground truth), held-out clips", f"{reward_eval.spearman:.3f}"),
+        ("EPIC distance(learned, ground truth), held-out transitions", f"{epic:.3f}"),
         (f"GT return: PPO on learned reward ({total_steps} steps)", f"{learned_return:.2f} (score {learned_score:.2f})"),
         (f"GT return: PPO on ground-truth reward ({total_steps} steps)", f"{gt_return:.2f} (score {gt_score:.2f})"),
         ("GT return: random policy", f"{random_return:.2f} (score {random_score:.2f})"),
@@ -141,5 +156,5 @@ def run_demo(config: DemoConfig) -> dict:
     print(table)
     print(f"[demo] report: {run_dir / 'report.md'} ({elapsed:.0f}s)")
     dataset.close()
-    return {"records": [asdict(r) for r in records], "reward": asdict(reward_eval),
+    return {"records": [asdict(r) for r in records], "reward": asdict(reward_eval), "epic": epic,
             "learned_return": learned_return, "gt_return": gt_return, "random_return": random_return}

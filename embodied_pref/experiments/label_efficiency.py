@@ -3,13 +3,13 @@ uniform vs active (ensemble-disagreement) selection from the same clip pool."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.reward_quality import fit_and_evaluate, teacher_pairs
 from embodied_pref.experiments.xmagical_data import mixed_quality_pools
 from embodied_pref.plots import plot_curves
@@ -39,9 +39,7 @@ class LabelEfficiencyConfig:
 
 
 def run_label_efficiency(config: LabelEfficiencyConfig) -> dict:
-    """Writes results.json, table.md and label_efficiency.png to `out_dir`."""
-    out_dir = config.out
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Writes results.json, table.md and label_efficiency.png to `config.out`."""
     rows = []
     for seed in tqdm(config.seeds, desc="seeds"):
         pools = mixed_quality_pools(config.embodiment, seed, config.train_episodes,
@@ -70,22 +68,15 @@ def run_label_efficiency(config: LabelEfficiencyConfig) -> dict:
         }
         for metric in ("accuracy", "spearman")
     }
+    config.out.mkdir(parents=True, exist_ok=True)
     plot_curves(
-        config.budgets, curves, out_dir / "label_efficiency.png",
+        config.budgets, curves, config.out / "label_efficiency.png",
         title=f"X-MAGICAL SweepToTop-{config.embodiment}: held-out reward quality",
         xlabel="labels",
     )
     table = ["| labels | " + " | ".join(f"{m} accuracy | {m} Spearman" for m in config.methods) + " |",
              "|---:|" + "---:|" * (2 * len(config.methods))]
     for i, budget in enumerate(config.budgets):
-        cells = []
-        for method in config.methods:
-            for metric in ("accuracy", "spearman"):
-                vals = curves[metric][method][i]
-                cells.append(f"{np.mean(vals):.3f} ± {np.std(vals):.3f}")
+        cells = [mean_std(curves[metric][method][i]) for method in config.methods for metric in ("accuracy", "spearman")]
         table.append(f"| {budget} | " + " | ".join(cells) + " |")
-    result = {"config": asdict(config), "rows": rows}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=2, default=str))
-    (out_dir / "table.md").write_text("\n".join(table) + "\n")
-    print("\n".join(table))
-    return result
+    return save_results(config.out, config, rows, table)

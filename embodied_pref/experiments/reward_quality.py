@@ -3,21 +3,21 @@ scored on held-out clips by preference accuracy and Spearman correlation with gr
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from embodied_pref.data import OUTCOME_TARGETS
 from embodied_pref.evaluation import RewardEvaluation, evaluate_reward
+from embodied_pref.experiments.results import mean_std, save_results
+from embodied_pref.experiments.xmagical_data import mixed_quality_pools
 from embodied_pref.query_selection import select_pairs
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig, train_reward
 from embodied_pref.segments import PreferencePairs, SegmentBatch
 from embodied_pref.teachers import SyntheticTeacher, make_teacher
-from embodied_pref.data import OUTCOME_TARGETS
-from embodied_pref.experiments.xmagical_data import mixed_quality_pools
 
 # The X-MAGICAL dense reward depends on the state reached, so the reward sees s_{t+1}.
 XMAGICAL_REWARD_NET = RewardNetConfig(use_state=False, use_action=False, use_next_state=True)
@@ -66,9 +66,7 @@ def fit_and_evaluate(
 
 
 def run_reward_quality(config: RewardQualityConfig) -> dict:
-    """Runs every (seed, budget); writes results.json and table.md to `out_dir`."""
-    out_dir = config.out
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Runs every (seed, budget); writes results.json and table.md to `config.out`."""
     rows = []
     for seed in tqdm(config.seeds, desc="seeds"):
         pools = mixed_quality_pools(config.embodiment, seed, config.train_episodes,
@@ -79,21 +77,10 @@ def run_reward_quality(config: RewardQualityConfig) -> dict:
             pairs = teacher_pairs(pools.train, selected.first, selected.second, teacher)
             _, evaluation = fit_and_evaluate(pairs, pools.test, seed)
             rows.append({"seed": seed, "budget": budget, **asdict(evaluation)})
-    summary = {
-        budget: {
-            metric: (float(np.mean(vals)), float(np.std(vals)))
-            for metric in ("accuracy", "spearman")
-            for vals in [[r[metric] for r in rows if r["budget"] == budget]]
-        }
-        for budget in config.budgets
-    }
     table = ["| labels | held-out accuracy (mean ± std) | Spearman (mean ± std) | seeds |",
              "|---:|---:|---:|---:|"]
-    for budget, m in summary.items():
-        table.append(f"| {budget} | {m['accuracy'][0]:.3f} ± {m['accuracy'][1]:.3f} | "
-                     f"{m['spearman'][0]:.3f} ± {m['spearman'][1]:.3f} | {len(config.seeds)} |")
-    result = {"config": asdict(config), "rows": rows, "summary": summary}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=2, default=str))
-    (out_dir / "table.md").write_text("\n".join(table) + "\n")
-    print("\n".join(table))
-    return result
+    for budget in config.budgets:
+        at_budget = [r for r in rows if r["budget"] == budget]
+        table.append(f"| {budget} | {mean_std([r['accuracy'] for r in at_budget])} | "
+                     f"{mean_std([r['spearman'] for r in at_budget])} | {len(config.seeds)} |")
+    return save_results(config.out, config, rows, table)

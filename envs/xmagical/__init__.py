@@ -11,9 +11,9 @@ import gymnasium
 # package runs this file first.
 from envs.xmagical import _compat  # noqa: F401
 from envs.xmagical.demonstrator import ScriptedSweeper
-from envs.xmagical.sweep_to_top import EMBODIMENTS, OBSERVATIONS, SweepToTopEnv, check_choice
+from envs.xmagical.sweep_to_top import EMBODIMENTS, OBSERVATIONS, SweepToTopEnv, check_choice, state_reward
 
-__all__ = ["EMBODIMENTS", "OBSERVATIONS", "ScriptedSweeper", "SweepToTopEnv", "env_id"]
+__all__ = ["EMBODIMENTS", "OBSERVATIONS", "ScriptedSweeper", "SweepToTopEnv", "env_id", "state_reward"]
 
 _ENTRY_POINT = "envs.xmagical.sweep_to_top:SweepToTopEnv"
 

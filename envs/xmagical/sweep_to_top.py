@@ -38,6 +38,22 @@ GOAL_Y = 0.88
 STATE_BOUND = 1.5
 
 
+# Rows of the debris y coordinates in the state vector (robot xy, then debris xy pairs).
+DEBRIS_Y_INDICES = (3, 5, 7)
+
+
+def state_reward(next_obs: np.ndarray) -> np.ndarray:
+    """x-magical's dense SweepToTop reward recomputed from state observations.
+
+    next_obs: (B, D) state vectors reached by each step -> (B,) float32, equal to the reward
+    the env returns for those steps (minus the mean distance of undelivered debris to y=1).
+    For reward-comparison metrics (EPIC) that need the ground truth as a function.
+    """
+    debris_y = np.asarray(next_obs, dtype=np.float64)[..., DEBRIS_Y_INDICES]
+    distance = np.where(debris_y > GOAL_Y, 0.0, np.abs(1.0 - debris_y))
+    return (-distance.mean(-1)).astype(np.float32)
+
+
 class _SceneGraphViewer(xm_render.Viewer):
     """An x-magical viewer that keeps the scene graph but never draws it.
 
