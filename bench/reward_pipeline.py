@@ -36,7 +36,7 @@ def main() -> None:
     eid = env_id("Gripper", "state")
     ensemble = RewardEnsemble(17, 3, RewardNetConfig())
     reference = np.random.default_rng(0).normal(size=(256, 17)).astype(np.float32)
-    reward = StandardizedReward(ensemble, reference, np.zeros((256, 3), np.float32), reference)
+    reward = StandardizedReward(ensemble.predict, reference, np.zeros((256, 3), np.float32), reference)
     rows = [
         ("bare VecEnv (ground-truth reward)", steps_per_second(make_vec_env(eid, n_envs=args.n_envs, seed=0), args.steps)),
         ("LearnedRewardVecEnv, reward_fn=None", steps_per_second(LearnedRewardVecEnv(make_vec_env(eid, n_envs=args.n_envs, seed=0)), args.steps)),

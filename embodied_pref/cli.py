@@ -20,7 +20,7 @@ from embodied_pref.gathering import TeacherGatherer, dataset_teacher
 from embodied_pref.loop import ask, fit_reward, standardized_on_pool
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
-from embodied_pref.segments import clip_batch, cut_clips
+from embodied_pref.segments import clip_pool, cut_clips
 from embodied_pref.store import PreferenceDataset
 from envs.xmagical import env_id
 from policies.ppo import PPOAgent, PPOConfig
@@ -151,8 +151,8 @@ def train_policy(
         if dataset is None:
             raise SystemExit("--dataset is required with --reward (its clips standardize the reward)")
         with PreferenceDataset.open(dataset) as store:
-            pool = clip_batch(store, [c.id for c in store.clips()])
-        reward_fn = standardized_on_pool(RewardEnsemble.load(reward), pool)
+            pool = clip_pool(store)
+        reward_fn = standardized_on_pool(RewardEnsemble.load(reward).predict, pool)
     agent = PPOAgent(env_id(embodiment, "state"), ppo, log_dir=out.parent / "tensorboard")
     agent.train(reward_fn, steps, progress=True)
     agent.save(out)
@@ -191,7 +191,7 @@ def evaluate(
             raise SystemExit("--dataset is required with --reward")
 
         with PreferenceDataset.open(dataset) as store:
-            clips = clip_batch(store, [c.id for c in store.clips()])
+            clips = clip_pool(store)
         print(json.dumps({"reward": str(reward), **asdict(evaluate_reward(RewardEnsemble.load(reward), clips))}))
 
 

@@ -19,7 +19,7 @@ from embodied_pref.gathering import PreferenceGatherer
 from embodied_pref.query_selection import select_pairs
 from embodied_pref.reward_nets import RewardEnsemble, RewardFn, RewardNetConfig, StandardizedReward
 from embodied_pref.reward_training import RewardTrainingConfig, train_reward
-from embodied_pref.segments import SegmentBatch, clip_batch, cut_clips, labelled_pairs
+from embodied_pref.segments import SegmentBatch, clip_batch, clip_pool, cut_clips, labelled_pairs
 from embodied_pref.store import PreferenceDataset
 
 LOOP_STATE_KEY = "loop"
@@ -118,9 +118,10 @@ def fit_reward(
     return ensemble, report.validation_accuracy[report.best_epoch]
 
 
-def standardized_on_pool(ensemble: RewardEnsemble, pool: SegmentBatch) -> StandardizedReward:
+def standardized_on_pool(reward_fn: RewardFn, pool: SegmentBatch) -> StandardizedReward:
+    """`reward_fn` standardized over every transition of the clip pool."""
     obs, acts, next_obs = (t.reshape(-1, t.shape[-1]).cpu().numpy() for t in pool.tensors())
-    return StandardizedReward(ensemble, obs, acts, next_obs)
+    return StandardizedReward(reward_fn, obs, acts, next_obs)
 
 
 def run_pbrl_loop(
@@ -161,8 +162,8 @@ def run_pbrl_loop(
         )
         ensemble.save(reward_path)
 
-        pool = clip_batch(dataset, [c.id for c in dataset.clips()])
-        agent.train(standardized_on_pool(ensemble, pool), loop_config.policy_steps_per_iteration)
+        pool = clip_pool(dataset)
+        agent.train(standardized_on_pool(ensemble.predict, pool), loop_config.policy_steps_per_iteration)
         agent.save(agent_path)
         evaluation = agent.rollouts(4, seed=1_000_000 + iteration)
 

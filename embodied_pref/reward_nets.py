@@ -146,13 +146,14 @@ class RewardEnsemble(nn.Module):
 
 
 class StandardizedReward:
-    """A `RewardFn`: the ensemble-mean reward shifted and scaled to zero mean, unit variance
-    over a reference set of transitions (fixed, so the RL reward does not drift)."""
+    """A `RewardFn` shifted and scaled to zero mean, unit variance over a reference set of
+    transitions. The statistics are fixed, so the RL reward does not drift; applying the same
+    transform to the ground truth gives a like-for-like baseline."""
 
-    def __init__(self, ensemble: RewardEnsemble, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray) -> None:
-        self.ensemble = ensemble
-        rewards = ensemble.predict(obs, acts, next_obs)
+    def __init__(self, reward_fn: RewardFn, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray) -> None:
+        self.reward_fn = reward_fn
+        rewards = reward_fn(obs, acts, next_obs)
         self.mean, self.std = float(rewards.mean()), float(rewards.std()) + 1e-8
 
     def __call__(self, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
-        return (self.ensemble.predict(obs, acts, next_obs) - self.mean) / self.std
+        return ((self.reward_fn(obs, acts, next_obs) - self.mean) / self.std).astype(np.float32)

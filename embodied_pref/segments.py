@@ -124,6 +124,11 @@ def clip_batch(dataset: PreferenceDataset, clip_ids: Sequence[str]) -> SegmentBa
     return stack_segments([dataset.segment(clip_id) for clip_id in clip_ids])
 
 
+def clip_pool(dataset: PreferenceDataset) -> SegmentBatch:
+    """Every clip of the dataset, stacked in insertion order."""
+    return clip_batch(dataset, [clip.id for clip in dataset.clips()])
+
+
 def labelled_pairs(dataset: PreferenceDataset) -> PreferencePairs:
     """Every pairwise label with a training signal (left/right/equal), as stacked pairs.
 

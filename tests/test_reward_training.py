@@ -74,7 +74,7 @@ def test_standardized_reward_has_zero_mean_unit_std_on_reference():
     ensemble, _, _ = fit(n_labels=40)
     clips = synthetic_clips(50, 11)
     obs, acts, next_obs = (t.reshape(-1, t.shape[-1]).numpy() for t in clips.tensors())
-    standardized = StandardizedReward(ensemble, obs, acts, next_obs)(obs, acts, next_obs)
+    standardized = StandardizedReward(ensemble.predict, obs, acts, next_obs)(obs, acts, next_obs)
     assert abs(standardized.mean()) < 1e-4
     assert standardized.std() == pytest.approx(1.0, rel=1e-3)
 

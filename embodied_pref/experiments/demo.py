@@ -15,13 +15,13 @@ from embodied_pref.evaluation import evaluate_reward, predicted_returns
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.experiments.xmagical_data import MIXED_QUALITIES, scripted_episodes
 from embodied_pref.gathering import TeacherGatherer, scaled_teacher
-from embodied_pref.loop import IterationRecord, LoopConfig, run_pbrl_loop
+from embodied_pref.loop import IterationRecord, LoopConfig, run_pbrl_loop, standardized_on_pool
 from embodied_pref.metrics import epic_distance
 from embodied_pref.plots import plot_curves, plot_scatter
 from embodied_pref.reward_nets import RewardEnsemble
 from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.rollout import rollout
-from embodied_pref.segments import SegmentBatch, cut_clips, stack_segments
+from embodied_pref.segments import SegmentBatch, clip_pool, cut_clips, stack_segments
 from embodied_pref.store import PreferenceDataset
 from envs.xmagical import env_id, state_reward
 from policies.ppo import PPOAgent, PPOConfig
@@ -42,7 +42,7 @@ class DemoConfig:
     initial_episodes: int = 24
     """Scripted episodes of mixed quality seeding the clip pool."""
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(iterations=3, labels_per_iteration=40, policy_steps_per_iteration=20_480)
+        default_factory=lambda: LoopConfig(iterations=4, labels_per_iteration=40, policy_steps_per_iteration=32_768)
     )
     ppo: PPOConfig = PPOConfig()
     eval_episodes: int = 10
@@ -123,7 +123,9 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"[demo] training PPO on the ground-truth reward for comparison ({time.monotonic() - start:.0f}s)")
     total_steps = config.loop.iterations * config.loop.policy_steps_per_iteration
     gt_agent = PPOAgent(state_env, config.ppo)
-    gt_agent.train(None, total_steps)
+    # Same standardization as the learned reward gets, so only the reward's content differs.
+    with_truth = standardized_on_pool(lambda obs, acts, next_obs: state_reward(next_obs), clip_pool(dataset))
+    gt_agent.train(with_truth, total_steps)
 
     learned_return, learned_score = evaluate_policy(agent, config.embodiment, config.eval_episodes, 2_000_000)
     gt_return, gt_score = evaluate_policy(gt_agent, config.embodiment, config.eval_episodes, 2_000_000)
@@ -135,7 +137,7 @@ def run_demo(config: DemoConfig) -> dict:
         ("Spearman(learned, ground truth), held-out clips", f"{reward_eval.spearman:.3f}"),
         ("EPIC distance(learned, ground truth), held-out transitions", f"{epic:.3f}"),
         (f"GT return: PPO on learned reward ({total_steps} steps)", f"{learned_return:.2f} (score {learned_score:.2f})"),
-        (f"GT return: PPO on ground-truth reward ({total_steps} steps)", f"{gt_return:.2f} (score {gt_score:.2f})"),
+        (f"GT return: PPO on ground-truth reward, same standardization ({total_steps} steps)", f"{gt_return:.2f} (score {gt_score:.2f})"),
         ("GT return: random policy", f"{random_return:.2f} (score {random_score:.2f})"),
     ]
     table = "| quantity | value |\n|---|---:|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

@@ -58,10 +58,15 @@ def teacher_pairs(
 
 
 def fit_and_evaluate(
-    pairs: PreferencePairs, test: SegmentBatch, seed: int, reward_config: RewardNetConfig = XMAGICAL_REWARD_NET
+    pairs: PreferencePairs,
+    test: SegmentBatch,
+    seed: int,
+    reward_config: RewardNetConfig = XMAGICAL_REWARD_NET,
+    max_epochs: int = RewardTrainingConfig.max_epochs,
 ) -> tuple[RewardEnsemble, RewardEvaluation]:
+    """A fresh ensemble fit to `pairs`, scored on the held-out clips `test`."""
     ensemble = RewardEnsemble(test.observations.shape[-1], test.actions.shape[-1], reward_config)
-    train_reward(ensemble, pairs, RewardTrainingConfig(seed=seed, progress=False))
+    train_reward(ensemble, pairs, RewardTrainingConfig(seed=seed, progress=False, max_epochs=max_epochs))
     return ensemble, evaluate_reward(ensemble, test, seed=seed)
 
 

@@ -13,7 +13,7 @@ def test_hundred_oracle_labels_learn_the_sweep_reward():
     pools = mixed_quality_pools("Gripper", seed=0, train_episodes=40, test_episodes=20)
     selected = select_pairs(pools.train, 100, np.random.default_rng(0))
     pairs = teacher_pairs(pools.train, selected.first, selected.second, make_teacher("oracle"))
-    _, evaluation = fit_and_evaluate(pairs, pools.test, seed=0)
+    _, evaluation = fit_and_evaluate(pairs, pools.test, seed=0, max_epochs=60)
     assert evaluation.accuracy >= 0.9, evaluation
     assert evaluation.spearman >= 0.93, evaluation
 
@@ -23,5 +23,5 @@ def test_a_reward_from_shuffled_labels_is_no_better_than_chance():
     selected = select_pairs(pools.train, 100, np.random.default_rng(1))
     pairs = teacher_pairs(pools.train, selected.first, selected.second, make_teacher("oracle"))
     shuffled = type(pairs)(pairs.first, pairs.second, np.random.default_rng(2).permutation(pairs.targets))
-    _, evaluation = fit_and_evaluate(shuffled, pools.test, seed=1)
+    _, evaluation = fit_and_evaluate(shuffled, pools.test, seed=1, max_epochs=60)
     assert evaluation.accuracy < 0.75, evaluation
