@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import gymnasium
@@ -45,6 +45,7 @@ class DemoConfig:
         default_factory=lambda: LoopConfig(iterations=4, labels_per_iteration=40, policy_steps_per_iteration=32_768)
     )
     ppo: PPOConfig = PPOConfig()
+    reward_training: RewardTrainingConfig = RewardTrainingConfig(max_epochs=100, progress=False)
     eval_episodes: int = 10
     """Ground-truth evaluation episodes per policy."""
     resume: bool = False
@@ -108,7 +109,7 @@ def run_demo(config: DemoConfig) -> dict:
     teacher = scaled_teacher(config.teacher, initial, config.loop.clip_length, config.seed)
     records = run_pbrl_loop(
         dataset, agent, TeacherGatherer(dataset, teacher), run_dir, lambda: initial, config.loop,
-        XMAGICAL_REWARD_NET, RewardTrainingConfig(seed=config.seed, progress=False), on_iteration=report,
+        XMAGICAL_REWARD_NET, replace(config.reward_training, seed=config.seed), on_iteration=report,
     )
 
     ensemble = RewardEnsemble.load(run_dir / "reward.pt")
