@@ -1,9 +1,10 @@
 """The PbRL loop: rollouts → clips → selected queries → labels → reward training → policy.
 
 Everything the loop learns from lives in the dataset directory (trajectories, clips, queries,
-labels); the reward and agent checkpoints sit beside it in the run directory. The number of
-completed iterations is recorded in the dataset after each one, so an interrupted run resumes
-at the iteration it was in (labels given before the interruption are kept and used).
+labels); the reward and agent checkpoints sit beside it in the run directory. The loop's
+progress is recorded in the dataset (rollouts added, iterations completed), so an interrupted
+run resumes in the iteration it was in: its stored rollouts and queries are reused and the
+labels given before the interruption are kept.
 """
 
 from __future__ import annotations
@@ -147,16 +148,26 @@ def run_pbrl_loop(
 
     for iteration in range(state["completed"], loop_config.iterations):
         rng = np.random.default_rng([loop_config.seed, iteration])
-        if iteration == 0:
-            if not dataset.trajectory_ids():
-                add_trajectories(dataset, initial_trajectories(), loop_config, rng)
-        else:
-            new = agent.rollouts(loop_config.rollouts_per_iteration, seed=loop_config.seed * 10_000 + iteration * 100)
+        # An iteration interrupted after its rollouts or queries were stored reuses them:
+        # no duplicate trajectories, and pending queries are asked again rather than replaced.
+        if state.get("rollouts_added") != iteration:
+            if iteration == 0:
+                new = initial_trajectories() if not dataset.trajectory_ids() else []
+            else:
+                new = agent.rollouts(loop_config.rollouts_per_iteration, seed=loop_config.seed * 10_000 + iteration * 100)
             add_trajectories(dataset, new, loop_config, rng)
+            state = {**state, "rollouts_added": iteration}
+            dataset.set_meta(LOOP_STATE_KEY, state)
 
-        method = "uniform" if ensemble is None else loop_config.selection
-        ask(dataset, gatherer, loop_config.labels_per_iteration, method, ensemble, iteration, rng,
-            loop_config.oversample)
+        asked = [q for q in dataset.queries() if q.round == iteration]
+        if not asked:
+            method = "uniform" if ensemble is None else loop_config.selection
+            ask(dataset, gatherer, loop_config.labels_per_iteration, method, ensemble, iteration, rng,
+                loop_config.oversample)
+        else:
+            answered = {label.query_id for label in dataset.labels()}
+            gatherer.submit([q for q in asked if q.id not in answered])
+            gatherer.collect()
         ensemble, val_accuracy = fit_reward(
             dataset, reward_config, training_config, log_dir=run_dir / "tensorboard" / f"reward_{iteration}"
         )
@@ -175,10 +186,9 @@ def run_pbrl_loop(
             policy_gt_return=mean_gt_return(evaluation),
         )
         records.append(record)
-        dataset.set_meta(
-            LOOP_STATE_KEY, {"completed": iteration + 1, "records": [asdict(r) for r in records],
-                             "config": asdict(loop_config)}
-        )
+        state = {**state, "completed": iteration + 1, "records": [asdict(r) for r in records],
+                 "config": asdict(loop_config)}
+        dataset.set_meta(LOOP_STATE_KEY, state)
         if on_iteration is not None:
             on_iteration(record)
     return records

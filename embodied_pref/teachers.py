@@ -16,16 +16,17 @@ For a batch of segment pairs with per-step ground-truth rewards `rewards_a, rewa
 `scale` is B-Pref's m = mean episode return × segment length / episode length
 (`teacher_scale`). When rewards are negative, m < 0:
 - the equal threshold uses |m|, so a near-tie is a near-tie whatever the sign of the rewards;
-- the skip threshold keeps the signed value, B-Pref's rule: a pair is skipped when both
-  returns are at most `skip_fraction · m` (below zero), i.e. when both segments are worse than
-  that fraction of a typical segment. (B-Pref's own code only skips when its threshold is
-  positive, which silently disables skipping for m <= 0; here `skip_fraction > 0` decides.)
+- skipping follows B-Pref's code, which skips only when its threshold is positive: with
+  m <= 0 "both returns below a tenth of a typical segment's" would hold for almost every pair
+  of an all-negative reward (X-MAGICAL's), so the skip teacher does not skip there, and
+  constructing one warns about it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +111,12 @@ class SyntheticTeacher:
         self.scale = float(scale)
         self.seed = int(seed)
         self._rng = np.random.default_rng(self.seed)
+        if config.skip_fraction > 0 and self.skip_threshold <= 0:
+            warnings.warn(
+                f"teacher {config.name!r}: scale {self.scale} <= 0 gives no positive skip "
+                "threshold, so no pair is skipped (as in B-Pref)",
+                stacklevel=2,
+            )
 
     @property
     def name(self) -> str:
@@ -155,7 +162,7 @@ class SyntheticTeacher:
         return_a, return_b = rewards_a.sum(1), rewards_b.sum(1)
         skipped = (
             np.maximum(return_a, return_b) <= self.skip_threshold
-            if cfg.skip_fraction > 0
+            if cfg.skip_fraction > 0 and self.skip_threshold > 0
             else np.zeros(n, dtype=bool)
         )
         equal = np.abs(return_a - return_b) < self.equal_threshold

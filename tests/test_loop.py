@@ -23,11 +23,24 @@ class Interrupted(Exception):
     pass
 
 
-def run(tmp_path, loop=LOOP, on_iteration=None):
+class CrashingTeacher(TeacherGatherer):
+    """Answers the first 5 queries of round 1, then dies."""
+
+    crashed = False
+
+    def submit(self, queries):
+        if queries and queries[0].round == 1 and not CrashingTeacher.crashed:
+            CrashingTeacher.crashed = True
+            super().submit(queries[:5])
+            raise Interrupted
+        super().submit(queries)
+
+
+def run(tmp_path, loop=LOOP, on_iteration=None, gatherer_type=TeacherGatherer):
     dataset = PreferenceDataset.open(tmp_path / "dataset") if (tmp_path / "dataset").exists() \
         else PreferenceDataset.create(tmp_path / "dataset")
     agent = PPOAgent(env_id("Longstick", "state"), PPOConfig(n_envs=2, n_steps=64, batch_size=64, n_epochs=1, device="cpu"))
-    gatherer = TeacherGatherer(dataset, make_teacher("oracle"))
+    gatherer = gatherer_type(dataset, make_teacher("oracle"))
     initial = lambda: scripted_episodes("Longstick", [0.0, 0.5, 1.0], seed=0)  # noqa: E731
     try:
         return dataset, run_pbrl_loop(dataset, agent, gatherer, tmp_path, initial, loop, NET, TRAINING,
@@ -63,3 +76,18 @@ def test_an_interrupted_loop_resumes_where_it_stopped(tmp_path):
     _, records = run(tmp_path, loop=longer)
     assert [r.labels for r in records] == [12, 24, 36]
     assert records[-1].trajectories == 7
+
+
+def test_a_crash_while_labelling_keeps_given_labels_and_asks_only_the_rest(tmp_path):
+    with pytest.raises(Interrupted):
+        run(tmp_path, gatherer_type=CrashingTeacher)
+    with PreferenceDataset.open(tmp_path / "dataset") as store:
+        assert len(store.labels()) == 12 + 5
+        given = {label.id for label in store.labels()}
+    _, records = run(tmp_path)
+    assert [r.labels for r in records] == [12, 24]
+    assert records[-1].trajectories == 5  # the interrupted round's rollouts were not added twice
+    with PreferenceDataset.open(tmp_path / "dataset") as store:
+        assert given <= {label.id for label in store.labels()}
+        assert sum(q.round == 1 for q in store.queries()) == 12
+        assert not store.unlabeled_queries()

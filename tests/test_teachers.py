@@ -100,12 +100,13 @@ def test_skip_drops_exactly_the_pairs_below_threshold():
     assert_marks_exactly(labels, skipped, Outcome.SKIP, rewards_a, rewards_b)
 
 
-def test_skip_with_negative_scale_keeps_the_signed_threshold():
+def test_skip_with_negative_scale_skips_nothing_and_warns():
     rewards_a, rewards_b = random_pairs(3000, length=4, seed=7)
-    teacher = make_teacher("skip", scale=-10.0)
+    with pytest.warns(UserWarning, match="no pair is skipped"):
+        teacher = make_teacher("skip", scale=-10.0)
     labels = teacher.label(rewards_a, rewards_b)
-    skipped = np.maximum(rewards_a.sum(1), rewards_b.sum(1)) <= -1.0
-    assert_marks_exactly(labels, skipped, Outcome.SKIP, rewards_a, rewards_b)
+    assert Outcome.SKIP not in labels
+    assert labels == make_teacher("oracle").label(rewards_a, rewards_b)
 
 
 @pytest.mark.parametrize("scale", [10.0, -10.0])
