@@ -13,7 +13,7 @@ import numpy as np
 
 from embodied_pref.evaluation import evaluate_reward, predicted_returns
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
-from embodied_pref.experiments.xmagical_data import MIXED_QUALITIES, scripted_episodes
+from embodied_pref.experiments.xmagical_data import MIXED_QUALITIES, mixed_quality_clips, scripted_episodes
 from embodied_pref.gathering import TeacherGatherer, scaled_teacher
 from embodied_pref.loop import IterationRecord, LoopConfig, run_pbrl_loop, standardized_on_pool
 from embodied_pref.metrics import epic_distance
@@ -21,7 +21,7 @@ from embodied_pref.plots import plot_curves, plot_scatter
 from embodied_pref.reward_nets import RewardEnsemble
 from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.rollout import rollout
-from embodied_pref.segments import SegmentBatch, clip_pool, cut_clips, stack_segments
+from embodied_pref.segments import SegmentBatch, clip_pool
 from embodied_pref.store import PreferenceDataset
 from envs.xmagical import env_id, state_reward
 from policies.ppo import PPOAgent, PPOConfig
@@ -29,7 +29,7 @@ from policies.ppo import PPOAgent, PPOConfig
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The demo run; defaults fit about ten minutes on two CPU cores."""
+    """The demo run; the defaults take about seven minutes on two CPU cores."""
 
     name: str = "demo"
     """Run name: outputs go to <runs-dir>/<name>/."""
@@ -45,12 +45,15 @@ class DemoConfig:
         default_factory=lambda: LoopConfig(iterations=4, labels_per_iteration=40, policy_steps_per_iteration=32_768)
     )
     ppo: PPOConfig = PPOConfig()
+    """PPO settings, for the agent on the learned reward and the ground-truth baseline alike."""
     reward_training: RewardTrainingConfig = RewardTrainingConfig(max_epochs=100, progress=False)
+    """Reward ensemble fitting in every round (its seed is replaced by --seed)."""
     eval_episodes: int = 10
     """Ground-truth evaluation episodes per policy."""
     resume: bool = False
     """Continue an interrupted run of the same name instead of refusing to overwrite it."""
     seed: int = 0
+    """Seeds episodes, the teacher, the loop and reward fitting."""
 
 
 def evaluate_policy(agent_or_none: PPOAgent | None, embodiment: str, episodes: int, seed: int) -> tuple[float, float]:
@@ -113,12 +116,10 @@ def run_demo(config: DemoConfig) -> dict:
     )
 
     ensemble = RewardEnsemble.load(run_dir / "reward.pt")
-    held_out_episodes = scripted_episodes(
-        config.embodiment, [MIXED_QUALITIES[i % 4] for i in range(16)], seed=config.seed * 100_000 + 90_000
+    held_out = mixed_quality_clips(
+        config.embodiment, 16, config.seed * 100_000 + 90_000, config.loop.clip_length, 8,
+        np.random.default_rng(config.seed),
     )
-    by_id = {e.id: e for e in held_out_episodes}
-    clips = cut_clips(held_out_episodes, config.loop.clip_length, 8, np.random.default_rng(config.seed))
-    held_out = stack_segments([by_id[c.trajectory_id].segment(c.start, c.length) for c in clips])
     reward_eval = evaluate_reward(ensemble, held_out, seed=config.seed)
     epic = held_out_epic(ensemble, held_out, config.seed)
     print(f"[demo] training PPO on the ground-truth reward for comparison ({time.monotonic() - start:.0f}s)")

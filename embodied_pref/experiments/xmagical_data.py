@@ -53,6 +53,18 @@ class ClipPools:
     test: SegmentBatch
 
 
+def mixed_quality_clips(
+    embodiment: str, episodes: int, first_seed: int, clip_length: int, clips_per_episode: int,
+    rng: np.random.Generator, progress: bool = False,
+) -> SegmentBatch:
+    """`clip_length`-step clips from `episodes` random and noisy-scripted episodes."""
+    qualities = [MIXED_QUALITIES[i % len(MIXED_QUALITIES)] for i in range(episodes)]
+    trajectories = scripted_episodes(embodiment, qualities, first_seed, progress=progress)
+    by_id = {t.id: t for t in trajectories}
+    clips = cut_clips(trajectories, clip_length, clips_per_episode, rng)
+    return stack_segments([by_id[c.trajectory_id].segment(c.start, c.length) for c in clips])
+
+
 def mixed_quality_pools(
     embodiment: str,
     seed: int,
@@ -62,15 +74,10 @@ def mixed_quality_pools(
     clips_per_episode: int = 8,
     progress: bool = False,
 ) -> ClipPools:
-    """Pools of `clip_length`-step clips from random and noisy-scripted episodes."""
+    """Training and held-out pools of `mixed_quality_clips`."""
     rng = np.random.default_rng(seed)
-
-    def pool(n: int, first_seed: int) -> SegmentBatch:
-        qualities = [MIXED_QUALITIES[i % len(MIXED_QUALITIES)] for i in range(n)]
-        episodes = scripted_episodes(embodiment, qualities, first_seed, progress=progress)
-        by_id = {e.id: e for e in episodes}
-        clips = cut_clips(episodes, clip_length, clips_per_episode, rng)
-        return stack_segments([by_id[c.trajectory_id].segment(c.start, c.length) for c in clips])
-
     # Seeds of held-out episodes are far from the training ones, so no episode is shared.
-    return ClipPools(train=pool(train_episodes, seed * 100_000), test=pool(test_episodes, seed * 100_000 + 50_000))
+    return ClipPools(
+        train=mixed_quality_clips(embodiment, train_episodes, seed * 100_000, clip_length, clips_per_episode, rng, progress),
+        test=mixed_quality_clips(embodiment, test_episodes, seed * 100_000 + 50_000, clip_length, clips_per_episode, rng, progress),
+    )

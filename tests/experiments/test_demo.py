@@ -1,0 +1,38 @@
+"""The demo end to end at a tiny budget: it must write the report, the plots and the table."""
+
+import math
+
+from embodied_pref.experiments.demo import DemoConfig, run_demo
+from embodied_pref.loop import LoopConfig
+from embodied_pref.reward_training import RewardTrainingConfig
+from policies.ppo import PPOConfig
+
+
+def test_tiny_demo_writes_report_and_plots(tmp_path, capsys):
+    config = DemoConfig(
+        runs_dir=tmp_path, embodiment="Longstick", initial_episodes=4, eval_episodes=2,
+        loop=LoopConfig(iterations=2, labels_per_iteration=10, clip_length=20, clips_per_trajectory=3,
+                        rollouts_per_iteration=2, policy_steps_per_iteration=128),
+        ppo=PPOConfig(n_envs=2, n_steps=64, batch_size=64, n_epochs=1, device="cpu"),
+        reward_training=RewardTrainingConfig(max_epochs=5, progress=False),
+    )
+    result = run_demo(config)
+    run_dir = tmp_path / "demo"
+    report = (run_dir / "report.md").read_text()
+    for row in ("labels used | 20", "held-out preference accuracy", "EPIC distance", "random policy"):
+        assert row in report
+    assert (run_dir / "learning_curves.png").stat().st_size > 0
+    assert (run_dir / "returns_scatter.png").stat().st_size > 0
+    assert "| labels used | 20 |" in capsys.readouterr().out
+    assert 0 <= result["epic"] <= 1 and math.isfinite(result["learned_return"])
+    assert -50 <= result["random_return"] <= 0  # Longstick: 50 steps of reward in [-1, 0]
+
+
+def test_demo_refuses_to_overwrite_a_run_without_resume(tmp_path):
+    (tmp_path / "demo" / "dataset").mkdir(parents=True)
+    try:
+        run_demo(DemoConfig(runs_dir=tmp_path))
+    except FileExistsError as error:
+        assert "--resume" in str(error)
+    else:
+        raise AssertionError("an existing run was overwritten")
