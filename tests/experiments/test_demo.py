@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from embodied_pref.experiments.demo import DemoConfig, run_demo
 from embodied_pref.loop import LoopConfig
 from embodied_pref.reward_training import RewardTrainingConfig
@@ -30,9 +32,5 @@ def test_tiny_demo_writes_report_and_plots(tmp_path, capsys):
 
 def test_demo_refuses_to_overwrite_a_run_without_resume(tmp_path):
     (tmp_path / "demo" / "dataset").mkdir(parents=True)
-    try:
+    with pytest.raises(FileExistsError, match="--resume"):
         run_demo(DemoConfig(runs_dir=tmp_path))
-    except FileExistsError as error:
-        assert "--resume" in str(error)
-    else:
-        raise AssertionError("an existing run was overwritten")
