@@ -29,7 +29,7 @@ from policies.ppo import PPOAgent, PPOConfig
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The demo run; the defaults take about seven minutes on two CPU cores."""
+    """The demo run; the defaults take 7-8 minutes on two CPU cores."""
 
     name: str = "demo"
     """Run name: outputs go to <runs-dir>/<name>/."""
