@@ -48,3 +48,19 @@ def test_label_on_an_empty_dataset_says_what_to_do(tmp_path):
     PreferenceDataset.create(tmp_path / "empty").close()
     with pytest.raises(ValueError, match="embodied-pref collect"):
         main(["label", "--dataset", str(tmp_path / "empty")])
+
+
+def test_collect_with_frames_writes_an_h264_preview_per_clip(tmp_path):
+    import imageio_ffmpeg
+
+    dataset = tmp_path / "ds"
+    main(["collect", "--dataset", str(dataset), "--embodiment", "Longstick", "--episodes", "2",
+          "--clip-length", "10", "--clips-per-episode", "2", "--frames"])
+    with PreferenceDataset.open(dataset) as store:
+        clips = store.clips()
+        assert len(clips) == 4
+        for clip in clips:
+            reader = imageio_ffmpeg.read_frames(str(store.preview_path(clip.id)))
+            meta = next(reader)
+            assert meta["codec"] == "h264"
+            assert sum(1 for _ in reader) == clip.length + 1
