@@ -1,7 +1,9 @@
-"""X-MAGICAL SweepToTop as gymnasium environments, plus a scripted demonstrator.
+"""X-MAGICAL SweepToTop and RAPL's variants as gymnasium environments, plus scripted
+demonstrators.
 
 Importing this package registers `embodied_pref/XMagical-SweepToTop-{Embodiment}-{State|Pixels}-v0`
-for the four embodiments; see `env_id`. The environments truncate themselves after
+and the variants `embodied_pref/XMagical-{Avoid|Group}-{Embodiment}-{State|Pixels}-v0` for
+the four embodiments; see `env_id`. The environments truncate themselves after
 100 steps (50 for Longstick), so the registrations set no `max_episode_steps`.
 """
 
@@ -11,31 +13,62 @@ import gymnasium
 # package runs this file first.
 from envs.xmagical import _compat  # noqa: F401
 from envs.xmagical.demonstrator import ScriptedSweeper
-from envs.xmagical.sweep_to_top import EMBODIMENTS, OBSERVATIONS, SweepToTopEnv, check_choice, state_reward
+from envs.xmagical.sweep_to_top import (
+    EMBODIMENTS,
+    OBSERVATIONS,
+    TASKS,
+    SweepToTopEnv,
+    check_choice,
+    state_reward,
+)
+from envs.xmagical.variant_demonstrators import (
+    AvoidingSweeper,
+    GroupingSweeper,
+    make_demonstrator,
+)
+from envs.xmagical.variants import avoid_state_reward, group_state_reward
 
-__all__ = ["EMBODIMENTS", "OBSERVATIONS", "ScriptedSweeper", "SweepToTopEnv", "env_id", "state_reward"]
+__all__ = [
+    "EMBODIMENTS",
+    "OBSERVATIONS",
+    "TASKS",
+    "AvoidingSweeper",
+    "GroupingSweeper",
+    "ScriptedSweeper",
+    "SweepToTopEnv",
+    "avoid_state_reward",
+    "env_id",
+    "group_state_reward",
+    "make_demonstrator",
+    "state_reward",
+]
+
+_TASK_NAMES = {"sweep": "SweepToTop", "avoid": "Avoid", "group": "Group"}
 
 _ENTRY_POINT = "envs.xmagical.sweep_to_top:SweepToTopEnv"
 
 
-def env_id(embodiment: str, observation: str) -> str:
+def env_id(embodiment: str, observation: str, task: str = "sweep") -> str:
     """Gymnasium id, e.g. `env_id("Gripper", "state")` ->
-    "embodied_pref/XMagical-SweepToTop-Gripper-State-v0"."""
+    "embodied_pref/XMagical-SweepToTop-Gripper-State-v0", `env_id("Gripper", "pixels", "avoid")`
+    -> "embodied_pref/XMagical-Avoid-Gripper-Pixels-v0"."""
     check_choice("embodiment", embodiment, EMBODIMENTS)
     check_choice("observation", observation, OBSERVATIONS)
-    return f"embodied_pref/XMagical-SweepToTop-{embodiment}-{observation.capitalize()}-v0"
+    check_choice("task", task, TASKS)
+    return f"embodied_pref/XMagical-{_TASK_NAMES[task]}-{embodiment}-{observation.capitalize()}-v0"
 
 
 def _register() -> None:
-    for embodiment in EMBODIMENTS:
-        for observation in OBSERVATIONS:
-            name = env_id(embodiment, observation)
-            if name not in gymnasium.registry:
-                gymnasium.register(
-                    name,
-                    entry_point=_ENTRY_POINT,
-                    kwargs={"embodiment": embodiment, "observation": observation},
-                )
+    for task in TASKS:
+        for embodiment in EMBODIMENTS:
+            for observation in OBSERVATIONS:
+                name = env_id(embodiment, observation, task)
+                if name not in gymnasium.registry:
+                    gymnasium.register(
+                        name,
+                        entry_point=_ENTRY_POINT,
+                        kwargs={"embodiment": embodiment, "observation": observation, "task": task},
+                    )
 
 
 _register()

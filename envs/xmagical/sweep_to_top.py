@@ -14,16 +14,24 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium import spaces
-
 from xmagical import render as xm_render
 from xmagical.base_env import BaseEnv
 from xmagical.benchmarks import EMBODIMENT_TO_CLASS, Embodiment
 from xmagical.benchmarks import sweep_to_top as xm_sweep
 from xmagical.style import ARENA_ZOOM_OUT, COLORS_RGB, lighten_rgb
 
+from envs.xmagical import variants
+
 EMBODIMENTS: tuple[str, ...] = tuple(e.value for e in Embodiment)
 OBSERVATIONS: tuple[str, ...] = ("state", "pixels")
 LAYOUTS: tuple[str, ...] = ("demo", "random")
+# sweep: x-magical's SweepToTop; avoid, group: RAPL's variants (see `variants`).
+TASKS: tuple[str, ...] = ("sweep", "avoid", "group")
+_INNER_ENVS = {
+    "sweep": xm_sweep.SweepToTopEnv,
+    "avoid": variants.AvoidSweepToTop,
+    "group": variants.GroupSweepToTop,
+}
 
 # Episode lengths and physics settings of x-magical's own registered SweepToTop envs.
 EPISODE_STEPS: dict[str, int] = {e: 50 if e == "Longstick" else 100 for e in EMBODIMENTS}
@@ -32,14 +40,10 @@ PHYS_STEPS = 10
 PHYS_ITER = 10
 
 # A debris centre above this y counts as delivered in the dense reward (x-magical's value).
-GOAL_Y = 0.88
+GOAL_Y = variants.GOAL_Y
 # x-magical declares its state in [-1, 1], but positions reach the arena half-size (1.1)
 # and normalised distances reach ~1.1; walls keep everything well inside this bound.
 STATE_BOUND = 1.5
-
-
-# Rows of the debris y coordinates in the state vector (robot xy, then debris xy pairs).
-DEBRIS_Y_INDICES = (3, 5, 7)
 
 
 def state_reward(next_obs: np.ndarray) -> np.ndarray:
@@ -47,11 +51,10 @@ def state_reward(next_obs: np.ndarray) -> np.ndarray:
 
     next_obs: (B, D) state vectors reached by each step -> (B,) float32, equal to the reward
     the env returns for those steps (minus the mean distance of undelivered debris to y=1).
-    For reward-comparison metrics (EPIC) that need the ground truth as a function.
+    For reward-comparison metrics (EPIC) that need the ground truth as a function; the
+    variants' counterparts are `variants.avoid_state_reward` and `group_state_reward`.
     """
-    debris_y = np.asarray(next_obs, dtype=np.float64)[..., DEBRIS_Y_INDICES]
-    distance = np.where(debris_y > GOAL_Y, 0.0, np.abs(1.0 - debris_y))
-    return (-distance.mean(-1)).astype(np.float32)
+    return variants.task_progress(next_obs).astype(np.float32)
 
 
 class _SceneGraphViewer(xm_render.Viewer):
@@ -80,6 +83,10 @@ def _make_viewer(size: int) -> xm_render.Viewer:
 class SweepToTopEnv(gymnasium.Env):
     """Sweep three debris blocks into the goal zone at the top of the arena.
 
+    `task` picks what the reward prefers: "sweep" (x-magical's task), "avoid" (also keep
+    out of an off-limits zone) or "group" (also keep the debris together); see
+    `envs.xmagical.variants`. The observation and action spaces are the same for all.
+
     Observations:
         state: (17,) float32 for Gripper, (16,) for the sticks, in x-magical's layout:
             robot xy (2), debris xy (3x2), robot cos/sin (2), robot-debris distances (3),
@@ -91,7 +98,11 @@ class SweepToTopEnv(gymnasium.Env):
         the top wall, where a block above y=0.88 counts as 0 (about -1 at the start, 0 when
         all are delivered). `info` carries it again as `gt_reward`, plus `eval_score`
         (x-magical's score: fraction of debris fully inside the goal zone, in [0, 1]) and
-        `embodiment`.
+        `embodiment`. For "avoid" and "group" the reward is the ground-truth preference
+        reward instead (task progress minus the task's penalty), `gt_reward` repeats it,
+        `task_progress` holds x-magical's dense reward, and the info adds `in_zone`,
+        `debris_in_zone`, `zone_steps`, `zone_entries` (avoid; the counts since reset) or
+        `spread` (group). Every info names its `task`.
     Episodes never terminate; they truncate after `max_episode_steps` steps.
     `render()` returns a (render_size, render_size, 3) uint8 frame whatever the
     observation type or `render_mode`.
@@ -108,7 +119,9 @@ class SweepToTopEnv(gymnasium.Env):
         render_mode: str | None = None,
         max_episode_steps: int | None = None,
         layout: str = "demo",
+        task: str = "sweep",
     ) -> None:
+        check_choice("task", task, TASKS)
         check_choice("embodiment", embodiment, EMBODIMENTS)
         check_choice("observation", observation, OBSERVATIONS)
         check_choice("layout", layout, LAYOUTS)
@@ -121,6 +134,7 @@ class SweepToTopEnv(gymnasium.Env):
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
 
         self.embodiment = embodiment
+        self.task = task
         self.observation = observation
         self.layout = layout
         self.render_mode = render_mode
@@ -131,7 +145,7 @@ class SweepToTopEnv(gymnasium.Env):
         # x-magical's constructor seeds itself from numpy's global generator; leave the
         # caller's global random stream as it was.
         global_rng_state = np.random.get_state()
-        self._inner = xm_sweep.SweepToTopEnv(
+        self._inner = _INNER_ENVS[task](
             robot_cls=EMBODIMENT_TO_CLASS[Embodiment(embodiment)],
             use_state=not pixels,
             use_dense_reward=True,
@@ -232,11 +246,16 @@ class SweepToTopEnv(gymnasium.Env):
         return np.ascontiguousarray(obs, dtype=self.observation_space.dtype)
 
     def _info(self, reward: float) -> dict[str, Any]:
-        return {
+        info = {
             "gt_reward": float(reward),
             "eval_score": float(self._inner.score_on_end_of_traj()),
             "embodiment": self.embodiment,
+            "task": self.task,
         }
+        if self.task != "sweep":
+            info["task_progress"] = float(xm_sweep.SweepToTopEnv.get_reward(self._inner))
+            info.update(self._inner.variant_info())
+        return info
 
 
 def check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
