@@ -15,7 +15,7 @@ from embodied_pref.evaluation import evaluate_reward
 from embodied_pref.experiments.demo import DemoConfig, evaluate_policy, run_demo
 from embodied_pref.experiments.label_efficiency import LabelEfficiencyConfig, run_label_efficiency
 from embodied_pref.experiments.reward_quality import RewardQualityConfig, run_reward_quality
-from embodied_pref.experiments.xmagical_data import scripted_episodes
+from embodied_pref.experiments.tasks import scripted_episodes, task_spec
 from embodied_pref.gathering import TeacherGatherer, dataset_teacher
 from embodied_pref.loop import ask, fit_reward, standardized_on_pool
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
@@ -35,31 +35,42 @@ def demo(config: Annotated[DemoConfig, tyro.conf.arg(name="")]) -> None:
 
 def collect(
     dataset: Path,
+    task: str = "xmagical-sweep",
     embodiment: str = "Gripper",
-    episodes: int = 20,
+    episodes: int = 60,
     qualities: tuple[float, ...] = (0.0, 0.3, 0.6, 0.9),
+    violating_fraction: float = 0.0,
     clip_length: int = 50,
     clips_per_episode: int = 4,
     frames: bool = False,
     seed: int = 0,
 ) -> None:
-    """Record scripted X-MAGICAL SweepToTop episodes into a dataset directory (created if
-    missing) and cut them into clips.
+    """Record scripted episodes of a task into a dataset directory (created if missing) and
+    cut them into clips; reproducible from the seed.
 
     Args:
         dataset: Dataset directory.
-        embodiment: Gripper, Shortstick, Mediumstick or Longstick.
+        task: xmagical-sweep, xmagical-avoid, xmagical-group, franka-group or franka-clutter.
+        embodiment: X-MAGICAL: Gripper, Shortstick, Mediumstick or Longstick; Franka: Panda.
         episodes: Number of episodes.
         qualities: Demonstrator qualities cycled over episodes (0 random ... 1 expert).
+        violating_fraction: Share of episodes whose demonstrator is good at the task but
+            violates the hidden preference (tasks other than xmagical-sweep).
         clip_length: Steps per clip.
         clips_per_episode: Clips cut at random starts from each episode.
         frames: Record RGB frames and write an H.264 mp4 preview of every clip (for labeling by people).
         seed: First episode seed; also seeds clip starts.
     """
+    if not 0 <= violating_fraction <= 1:
+        raise SystemExit(f"--violating-fraction: expected a share in [0, 1], found {violating_fraction}")
+    task_spec(task)  # a misspelt task fails before the dataset is created
     store = PreferenceDataset.open(dataset) if dataset.exists() else PreferenceDataset.create(dataset)
     with store:
         cycle = [qualities[i % len(qualities)] for i in range(episodes)]
-        trajectories = scripted_episodes(embodiment, cycle, seed, record_frames=frames, progress=True)
+        violations = [i < round(violating_fraction * episodes) for i in range(episodes)]
+        violations = list(np.random.default_rng(seed).permutation(violations))
+        trajectories = scripted_episodes(task, embodiment, cycle, seed, violations=violations,
+                                         record_frames=frames, progress=True)
         for trajectory in trajectories:
             store.add_trajectory(trajectory)
         clips = cut_clips(trajectories, clip_length, clips_per_episode, np.random.default_rng(seed))

@@ -64,3 +64,21 @@ def test_collect_with_frames_writes_an_h264_preview_per_clip(tmp_path):
             meta = next(reader)
             assert meta["codec"] == "h264"
             assert sum(1 for _ in reader) == clip.length + 1
+
+
+@pytest.mark.parametrize("task, embodiment", [("xmagical-avoid", "Shortstick"), ("franka-clutter", "Panda")])
+def test_collect_builds_a_mixed_dataset_for_a_task_with_a_hidden_preference(tmp_path, task, embodiment):
+    dataset = tmp_path / "ds"
+    main(["collect", "--dataset", str(dataset), "--task", task, "--embodiment", embodiment,
+          "--episodes", "4", "--violating-fraction", "0.5", "--clip-length", "10", "--clips-per-episode", "1"])
+    with PreferenceDataset.open(dataset) as store:
+        metadata = [store.trajectory(i).metadata for i in store.trajectory_ids()]
+    assert sum(m["violates_preference"] for m in metadata) == 2
+    assert {m["task"] for m in metadata} == {task}
+    assert [m["quality"] for m in metadata] == [0.0, 0.3, 0.6, 0.9]
+
+
+def test_collect_names_the_valid_tasks(tmp_path):
+    with pytest.raises(ValueError, match="xmagical-avoid"):
+        main(["collect", "--dataset", str(tmp_path / "ds"), "--task", "sokoban", "--episodes", "1"])
+    assert not (tmp_path / "ds").exists()

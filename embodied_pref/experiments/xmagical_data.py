@@ -6,14 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import gymnasium
 import numpy as np
-from tqdm.auto import tqdm
 
 from embodied_pref.data import Trajectory
-from embodied_pref.rollout import rollout
+from embodied_pref.experiments import tasks
 from embodied_pref.segments import SegmentBatch, cut_clips, stack_segments
-from envs.xmagical import ScriptedSweeper, env_id
 
 MIXED_QUALITIES = (0.0, 0.3, 0.6, 0.9)
 """Random (0.0) and noisy-scripted episodes, cycled."""
@@ -28,21 +25,9 @@ def scripted_episodes(
     record_frames: bool = False,
     progress: bool = False,
 ) -> list[Trajectory]:
-    """One episode per entry of `qualities` (0 random … 1 expert), seeds seed, seed+1, …"""
-    env = gymnasium.make(
-        env_id(embodiment, observation), render_mode="rgb_array" if record_frames else None
-    )
-    try:
-        episodes = []
-        for i, quality in enumerate(tqdm(qualities, desc="episodes", disable=not progress, leave=False)):
-            demonstrator = ScriptedSweeper(env.unwrapped, quality=quality, seed=seed + i)
-            episodes.append(
-                rollout(env, demonstrator, seed + i, record_frames=record_frames,
-                        metadata={"policy": "scripted", "quality": float(quality)})
-            )
-        return episodes
-    finally:
-        env.close()
+    """SweepToTop episodes, one per entry of `qualities` (0 random … 1 expert), seeds seed, seed+1, …"""
+    return tasks.scripted_episodes("xmagical-sweep", embodiment, qualities, seed, observation=observation,
+                                   record_frames=record_frames, progress=progress)
 
 
 @dataclass(frozen=True)
