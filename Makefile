@@ -28,6 +28,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/reward_pipeline.py
+	$(PY) bench/envs.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -13,6 +13,7 @@ import tyro
 
 from embodied_pref.evaluation import evaluate_reward
 from embodied_pref.experiments.demo import DemoConfig, evaluate_policy, run_demo
+from embodied_pref.experiments.env_grid import render_env_grid
 from embodied_pref.experiments.label_efficiency import LabelEfficiencyConfig, run_label_efficiency
 from embodied_pref.experiments.reward_quality import RewardQualityConfig, run_reward_quality
 from embodied_pref.experiments.tasks import scripted_episodes, task_spec
@@ -226,6 +227,17 @@ def experiment(
         run_label_efficiency(config)
 
 
+def env_grid(out: Path = Path("docs/images/env_grid.png"), seed: int = 0) -> None:
+    """Render the first, middle and last frame of an expert episode of every task and
+    embodiment into one PNG grid.
+
+    Args:
+        out: PNG path to write.
+        seed: Episode seed.
+    """
+    print(render_env_grid(out, seed))
+
+
 COMMANDS = {
     "demo": demo,
     "collect": collect,
@@ -234,6 +246,7 @@ COMMANDS = {
     "train-policy": train_policy,
     "eval": evaluate,
     "experiment": experiment,
+    "env-grid": env_grid,
 }
 
 
