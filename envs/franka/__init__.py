@@ -10,6 +10,14 @@ FrankaKitchen-v1 whose `render()` shows the robot and the kitchen from a third-p
 
 import gymnasium
 
+try:
+    # gymnasium-robotics prints a notice about its Adroit envs (unused here) on import.
+    from farama_notifications import notifications as _notifications
+
+    _notifications.pop("gymnasium_robotics", None)
+except ImportError:
+    pass
+
 from envs.franka.controller import ScriptedPusher
 from envs.franka.push import CONTROLS, OBSERVATIONS, TASKS, FrankaPushEnv, check_choice
 
