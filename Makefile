@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 setup: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# torch + torchvision first, in one call: the only pair that imports together here.
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e ".[vision,mujoco,test]"
+	$(PIP) install -q -e ".[vision,mujoco,ui,test]"
 	# imitation 1.0.1 pins gymnasium~=0.29 and stable-baselines3~=2.2.1, older than our stack;
 	# its data types and reward wrappers import and run on ours, so install it without deps.
 	$(PIP) install -q --no-deps imitation==1.0.1
@@ -23,7 +23,11 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/embodied-pref demo
 
-test: setup
+# Browser tests drive Debian's chromium (never a browser download).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: setup browser
 	$(PY) -m pytest -q
 
 bench: setup
