@@ -173,13 +173,50 @@ def test_format_version_mismatch_names_file_and_versions(filled):
     ds.close()
     db = ds.path / "dataset.sqlite"
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
+                     (str(FORMAT_VERSION + 1),))
     conn.close()
     with pytest.raises(DatasetError) as info:
         PreferenceDataset.open(ds.path)
     message = str(info.value)
     assert str(db) in message and "format_version" in message
-    assert "found version 2" in message and f"expected {FORMAT_VERSION}" in message
+    assert f"found version {FORMAT_VERSION + 1}" in message and f"expected {FORMAT_VERSION}" in message
+
+
+def test_ranking_ties_round_trip_and_validation(filled):
+    ds, _, clips, (pair, triplet), _ = filled
+    tied = Label(triplet.id, "ranking", ranking=(1, 2, 0), ties=(1,), annotator="p")
+    all_equal = Label(triplet.id, "ranking", ranking=(0, 1, 2), ties=[0, 1], annotator="q")
+    ds.add_label(tied)
+    ds.add_label(all_equal)
+    stored = {label.id: label for label in ds.labels()}
+    assert stored[tied.id].ties == (1,) and stored[all_equal.id].ties == (0, 1)
+    assert stored[tied.id] == tied
+    assert all(label.ties == () for label in ds.labels()[:3])  # the fixture's labels
+    before = snapshot(ds)
+    with pytest.raises(ValueError, match="field 'ties'"):
+        Label(triplet.id, "ranking", ranking=(0, 1, 2), ties=(2,))
+    with pytest.raises(ValueError, match="field 'ties'"):
+        Label(triplet.id, "ranking", ranking=(0, 1, 2), ties=(1, 0))
+    with pytest.raises(ValueError, match="field 'ties'"):
+        Label(pair.id, "left", ties=(0,))
+    assert snapshot(ds) == before
+
+
+def test_format_1_dataset_is_migrated_on_open(filled):
+    ds, *_, labels = filled
+    ds.close()
+    db = ds.path / "dataset.sqlite"
+    with sqlite3.connect(db) as conn:  # what format 1 wrote: no ties column
+        conn.execute("ALTER TABLE labels DROP COLUMN ties")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    conn.close()
+    with PreferenceDataset.open(ds.path) as migrated:
+        assert migrated.get_meta("format_version") == FORMAT_VERSION == 2
+        assert migrated.labels() == labels
+        triplet = migrated.queries()[1]
+        migrated.add_label(Label(triplet.id, "ranking", ranking=(0, 2, 1), ties=(0,)))
+        assert migrated.labels()[-1].ties == (0,)
 
 
 # --- validation writes nothing ----------------------------------------------------------------

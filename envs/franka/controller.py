@@ -117,19 +117,20 @@ class ScriptedPusher:
             return self._towards(np.array([*behind, PUSH_Z]), ee)
         if self.violating and self.env.task == "clutter":
             return self._towards(np.array([*behind, PUSH_Z]), ee)
-        if not self._path_is_clear(ee[:2], behind, xy):
+        if not self._path_is_clear(ee[:2], behind, xy, skip=block if along < -BLOCK_HALF else None):
             if ee[2] < HOVER_Z - 0.03:
                 return self._towards(np.array([*ee[:2], HOVER_Z]), ee)
             return self._towards(np.array([*behind, HOVER_Z]), ee)
         return self._towards(np.array([*behind, PUSH_Z]), ee)
 
     def _path_is_clear(
-        self, start: np.ndarray, end: np.ndarray, xy: np.ndarray
+        self, start: np.ndarray, end: np.ndarray, xy: np.ndarray, skip: int | None = None
     ) -> bool:
-        """Whether the hand can move low from start to end without touching any block."""
+        """Whether the hand can move low from start to end without touching any block but
+        `skip` (the pushed block, when the hand is already behind it)."""
         if self.env.task == "clutter":
             return False  # the careful expert always lifts over the clutter
-        return all(segment_distance(p, start, end) > CLEARANCE for p in xy)
+        return all(segment_distance(p, start, end) > CLEARANCE for i, p in enumerate(xy) if i != skip)
 
     @staticmethod
     def _towards(target: np.ndarray, ee: np.ndarray) -> np.ndarray:

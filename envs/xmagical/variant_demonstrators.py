@@ -14,8 +14,10 @@ GroupingSweeper: the violating expert delivers the blocks as far apart as they s
     the compliant one aims them at slots `SLOT_GAP` apart around the blocks' median x.
 
 Longstick cannot turn near the blocks and only sweeps them up as a row: on avoid its
-compliant expert tilts the stick to slide its centre around the zone; on group its
-compliant and violating experts are the same (the row arrives as spread as it started).
+compliant expert tilts the stick to slide its centre around the zone; on group it first
+gathers the row by swinging the stick's ends in (one end up, then the other, turning in
+place just below the blocks) and then sweeps the gathered blocks up, while its violating
+expert sweeps the row up as spread as it started.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from envs.xmagical.demonstrator import (
     LOST_TOL,
     MARGIN,
     PUSH_GATE,
+    TURN_GAIN,
     ScriptedSweeper,
     _segment_distance,
 )
@@ -54,6 +57,10 @@ REACHED = 0.08
 BYPASS_X = 0.8
 # Distance between neighbouring delivery slots; a debris block is ~0.21 wide.
 SLOT_GAP = 0.22
+# Longstick gathering: the gap below the row to swing from, and the headings the two
+# swings turn to (left end up first, then the right end up).
+SWING_GAP = 0.37
+SWING_HEADINGS = (-0.65, 1.15)
 
 
 def _check_task(env: gymnasium.Env, task: str) -> SweepToTopEnv:
@@ -85,6 +92,7 @@ class _AimedSweeper(ScriptedSweeper):
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         if self.env.elapsed_steps == 0:
             self._aims = None
+            self._swings_done = 0
         return super().__call__(obs)
 
     def _aim_x(self, debris: np.ndarray) -> np.ndarray:
@@ -275,6 +283,19 @@ class GroupingSweeper(_AimedSweeper):
     def _priority(self, debris: np.ndarray, todo: list[int], pos: np.ndarray) -> int:
         # The block nearest its slot first: it needs the straightest push.
         return min(todo, key=lambda i: abs(debris[i, 0] - self._aims[i]))
+
+    def _sweep(
+        self, pos: np.ndarray, heading: float, xs: np.ndarray, push_x: float, row_y: float
+    ) -> np.ndarray:
+        if self.violate or self._swings_done == len(SWING_HEADINGS):
+            return super()._sweep(pos, heading, xs, push_x, row_y)
+        if row_y - pos[1] > SWING_GAP:
+            return self._drive(pos, heading, np.array([pos[0], row_y - SWING_GAP + 0.05]), max_tilt=0.1)
+        target = SWING_HEADINGS[self._swings_done]
+        error = target - heading
+        if abs(error) < 0.1:
+            self._swings_done += 1
+        return np.array([0.0, float(np.clip(error * TURN_GAIN * 5, -1.0, 1.0)), FINGERS_CLOSED])
 
 
 def make_demonstrator(

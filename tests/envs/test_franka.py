@@ -88,19 +88,25 @@ def test_group_gt_reward_ranks_expert_noisy_random_and_violation():
     random = [_gt_return(env, s, 0.0) for s in SEEDS]
     apart = [_gt_return(env, s, 1.0, violation=1.0) for s in SEEDS]
     env.close()
-    # Paired over the same layouts; over 10 seeds the margins measured 3.9 (expert-noisy),
-    # 3.5 (noisy-random) and 1.8 (expert-apart) standard errors.
+    # Paired over the same layouts.
     _assert_ranked(expert, noisy, 2.0)
     _assert_ranked(noisy, random, 2.0)
     _assert_ranked(expert, random, 2.0)
-    _assert_ranked(expert, apart, 1.0)
+    _assert_ranked(expert, apart, 2.0)
 
 
-def test_clutter_gt_reward_ranks_careful_expert_above_ploughing_one():
+def test_clutter_gt_reward_ranks_expert_noisy_random_and_violation():
+    # Random arms rarely reach the blocks, so noisy and random differ less here than on
+    # group: ten layouts.
+    seeds = range(10)
     env = FrankaPushEnv("clutter")
-    expert = [_gt_return(env, s, 1.0) for s in SEEDS]
-    through = [_gt_return(env, s, 1.0, violation=1.0) for s in SEEDS]
+    expert = [_gt_return(env, s, 1.0) for s in seeds]
+    noisy = [_gt_return(env, s, 0.5) for s in seeds]
+    random = [_gt_return(env, s, 0.0) for s in seeds]
+    through = [_gt_return(env, s, 1.0, violation=1.0) for s in seeds]
     env.close()
+    _assert_ranked(expert, noisy, 2.0)
+    _assert_ranked(noisy, random, 2.0)
     _assert_ranked(expert, through, 2.0)
 
 

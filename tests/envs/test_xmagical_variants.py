@@ -207,11 +207,7 @@ def test_demonstrators_check_the_task_and_knobs():
             assert action.dtype == np.float32 and action in env.action_space
 
 
-# Longstick is too wide to turn near the blocks: it can only sweep them up as a row, so
-# its grouping expert cannot gather them (its compliant and violating experts coincide).
-ORDERED = [("avoid", e) for e in EMBODIMENTS] + [
-    ("group", e) for e in EMBODIMENTS if e != "Longstick"
-]
+ORDERED = [(task, e) for task in VARIANTS for e in EMBODIMENTS]
 
 
 @pytest.mark.parametrize("task, embodiment", ORDERED)

@@ -1,0 +1,85 @@
+import numpy as np
+import torch
+
+from embodied_pref.rapl.alignment import AlignmentConfig, alignment_loss, train_alignment, triplet_accuracy
+from embodied_pref.rapl.rlhf import FrameRewardHead, RLHFConfig, clip_returns, train_rlhf
+from embodied_pref.rapl.tcc import TCCConfig, tcc_loss, train_tcc
+from embodied_pref.rapl.training import OptimConfig
+from embodied_pref.rapl.triplets import Triplets, synthetic_triplets
+
+
+def _task(n: int = 60, t: int = 10, seed: int = 0):
+    """Videos whose quality q shows in 2 feature dims; 14 loud nuisance dims hide it."""
+    rng = np.random.default_rng(seed)
+    quality = rng.uniform(0, 1, n)
+    progress = np.linspace(0, 1, t)
+    signal = np.stack([np.outer(quality, progress), np.outer(1 - quality, progress)], axis=-1) * 3
+    nuisance = rng.normal(0, 3, (n, 1, 14)) + rng.normal(0, 0.3, (n, t, 14))
+    videos = torch.tensor(np.concatenate([signal, nuisance], axis=-1), dtype=torch.float32)
+    return videos, quality
+
+
+def _projection(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Linear(16, 8)
+
+
+def test_alignment_lowers_loss_and_raises_triplet_accuracy(tmp_path):
+    videos, quality = _task()
+    train = synthetic_triplets(quality[:40], 80, np.random.default_rng(1))
+    test = synthetic_triplets(quality[40:], 200, np.random.default_rng(2))
+    test = Triplets(test.positive + 40, test.neutral + 40, test.negative + 40, test.equal)
+    model = _projection()
+    before = triplet_accuracy(model, videos, test)
+    optim = OptimConfig(epochs=30, batch_size=16, learning_rate=1e-2, device="cpu", checkpoint_dir=tmp_path)
+    history = train_alignment(model, videos, train, AlignmentConfig(optim=optim))
+    after = triplet_accuracy(model, videos, test)
+    assert history[-1]["loss"] < history[0]["loss"] - 0.05
+    assert after > before + 0.15 and after > 0.8
+    assert (tmp_path / "last.pt").exists()
+
+
+def test_resume_continues_from_checkpoint(tmp_path):
+    videos, quality = _task()
+    triplets = synthetic_triplets(quality, 32, np.random.default_rng(1))
+    short = OptimConfig(epochs=2, batch_size=16, device="cpu", checkpoint_dir=tmp_path)
+    first = train_alignment(_projection(), videos, triplets, AlignmentConfig(optim=short))
+    resumed_model = _projection(seed=5)
+    longer = OptimConfig(epochs=4, batch_size=16, device="cpu", checkpoint_dir=tmp_path)
+    history = train_alignment(resumed_model, videos, triplets, AlignmentConfig(optim=longer))
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[:2] == first
+
+
+def test_bradley_terry_and_equal_terms():
+    r_neu, r_neg = torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 0.0])
+    equal = torch.tensor([True, False, False])
+    rapl = alignment_loss(r_neu, r_neg, equal, "rapl")
+    torch.testing.assert_close(rapl, torch.tensor([0.0, 1 - torch.sigmoid(torch.tensor(1.0)).item(), 0.5]))
+    bt = alignment_loss(r_neu, r_neg, equal, "bradley_terry")
+    assert bt[1] < bt[2] and torch.isclose(bt[2], torch.log(torch.tensor(2.0)))
+
+
+def test_rlhf_learns_the_ranking():
+    videos, quality = _task()
+    triplets = synthetic_triplets(quality, 100, np.random.default_rng(3))
+    torch.manual_seed(0)
+    head = FrameRewardHead(16)
+    history = train_rlhf(head, videos, triplets, RLHFConfig(OptimConfig(epochs=40, learning_rate=1e-2, device="cpu")))
+    assert history[-1]["loss"] < history[0]["loss"] - 0.2
+    returns = clip_returns(head, videos).detach().numpy()
+    assert np.corrcoef(returns, quality)[0, 1] > 0.8
+
+
+def test_tcc_loss_prefers_aligned_videos_and_training_lowers_it():
+    t = 12
+    ramp = torch.linspace(0, 1, t)
+    aligned = torch.stack([torch.stack([ramp, ramp ** 2, torch.sin(3 * ramp)], -1)] * 2)
+    reversed_ = torch.stack([aligned[0], aligned[1].flip(0)])
+    assert tcc_loss(aligned) < tcc_loss(reversed_ + 0.5)
+    g = torch.Generator().manual_seed(0)
+    videos = torch.cumsum(torch.randn(6, t, 4, generator=g), 1) + torch.randn(6, 1, 4, generator=g) * 5
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 8)
+    history = train_tcc(model, videos, TCCConfig(optim=OptimConfig(epochs=40, batch_size=3, learning_rate=1e-2, device="cpu")))
+    assert history[-1]["loss"] < history[0]["loss"]

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import torch
+
+from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder, preprocess_frames
+
+
+def _frames(n: int = 2) -> torch.Tensor:
+    return torch.as_tensor(np.random.default_rng(0).integers(0, 256, (n, 3, 40, 40, 3), dtype=np.uint8))
+
+
+def test_preprocess_shapes_and_range():
+    x = preprocess_frames(_frames(), 32)
+    assert x.shape == (2, 3, 3, 32, 32) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    normalized = preprocess_frames(_frames(), 32, imagenet_normalize=True)
+    assert normalized.min() < 0.0
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess_frames(_frames().float(), 32)
+
+
+def test_weights_file_round_trip_and_freezing(tmp_path):
+    torch.manual_seed(0)
+    config = EncoderConfig(backbone="resnet10t", embedding_dim=8, image_size=32)
+    source = FrameEncoder(config).eval()
+    whole, backbone = tmp_path / "encoder.pt", tmp_path / "backbone.pt"
+    torch.save(source.state_dict(), whole)
+    torch.save(source.backbone.state_dict(), backbone)
+    frames = _frames()
+    expected = source(frames)
+    assert expected.shape == (2, 3, 8)
+
+    torch.manual_seed(1)
+    loaded = FrameEncoder(EncoderConfig(backbone="resnet10t", embedding_dim=8, image_size=32, encoder_weights=whole)).eval()
+    torch.testing.assert_close(loaded(frames), expected)
+
+    torch.manual_seed(1)
+    frozen = FrameEncoder(EncoderConfig(backbone="resnet10t", embedding_dim=8, image_size=32,
+                                        encoder_weights=backbone, freeze_backbone=True))
+    torch.testing.assert_close(frozen.eval().features(frames), source.features(frames))
+    assert not any(p.requires_grad for p in frozen.backbone.parameters())
+    assert frozen.train().backbone.training is False
+
+
+def test_bad_weights_are_named(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, other)
+    with pytest.raises(ValueError, match="other.pt"):
+        FrameEncoder(EncoderConfig(backbone="resnet10t", image_size=32, encoder_weights=other))
+    with pytest.raises(ValueError, match="encoder_weights"):
+        EncoderConfig(encoder_weights=tmp_path / "missing.pt")
