@@ -18,7 +18,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import gymnasium  # noqa: E402
 import numpy as np  # noqa: E402
 
-import envs.xmagical  # noqa: E402  (registers the ids)
+import envs.franka  # noqa: E402,F401  (registers the ids)
+import envs.xmagical  # noqa: E402
 from envs.xmagical.sweep_to_top import EPISODE_STEPS, FPS, PHYS_ITER, PHYS_STEPS  # noqa: E402
 from xmagical.benchmarks import EMBODIMENT_TO_CLASS, Embodiment  # noqa: E402
 from xmagical.benchmarks import sweep_to_top as xm_sweep  # noqa: E402
