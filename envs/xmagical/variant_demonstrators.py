@@ -152,6 +152,7 @@ class _AimedSweeper(ScriptedSweeper):
             if (
                 np.linalg.norm(candidate - pos) > REACHED
                 and self._leg_allowed(pos, candidate)
+                and self._leg_allowed(candidate, behind)
                 and all(_segment_distance(debris[i], pos, candidate) > clearance for i in todo)
             ):
                 goal = candidate
@@ -180,10 +181,12 @@ class AvoidingSweeper(_AimedSweeper):
         return aims
 
     def _priority(self, debris: np.ndarray, todo: list[int], pos: np.ndarray) -> int:
-        # Blocks pushed past the zone first (their path crosses the other columns), then
-        # the nearest.
+        # Narrow bodies push the blocks that pass the zone first (their path crosses the
+        # other columns); wider ones would then be stuck above the zone, beside the wall,
+        # so they push those blocks last. Ties go to the nearest block.
         bypassed = self._aims != debris[:, 0]
-        return min(todo, key=lambda i: (not bypassed[i], float(np.linalg.norm(debris[i] - pos))))
+        bypass_first = self._body.half_width < 0.25
+        return min(todo, key=lambda i: (bypassed[i] != bypass_first, float(np.linalg.norm(debris[i] - pos))))
 
     def _leg_allowed(self, start: np.ndarray, end: np.ndarray) -> bool:
         return self.violate or _detour(start, end) is None
