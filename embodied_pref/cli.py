@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Literal, Union
 
 import numpy as np
 import torch
 import tyro
 
 from embodied_pref.evaluation import evaluate_reward
+from embodied_pref.experiments.continuous_regret import ContinuousRegretConfig, run_continuous_regret
 from embodied_pref.experiments.demo import DemoConfig, evaluate_policy, run_demo
 from embodied_pref.experiments.env_grid import render_env_grid
 from embodied_pref.experiments.label_efficiency import LabelEfficiencyConfig, run_label_efficiency
@@ -24,6 +25,9 @@ from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.segments import clip_pool, cut_clips
 from embodied_pref.store import PreferenceDataset
 from envs.xmagical import env_id
+from human_ui.annotators import add_annotator
+from human_ui.config import UIConfig
+from human_ui.server import serve
 from policies.ppo import PPOAgent, PPOConfig
 
 
@@ -85,6 +89,8 @@ def collect(
 
 def label(
     dataset: Path,
+    ui: bool = False,
+    server: UIConfig = UIConfig(),
     teacher: str = "oracle",
     queries: int = 100,
     selection: str = "uniform",
@@ -92,11 +98,14 @@ def label(
     oversample: int = 10,
     seed: int = 0,
 ) -> None:
-    """Ask a synthetic teacher to label queries: first every stored query without a label,
-    then `queries` new pairs drawn from the dataset's clip pool.
+    """Label queries: with --ui, people label in the browser (the labeling app serves the
+    dataset until Ctrl+C); otherwise a synthetic teacher labels every stored query without a
+    label, then `queries` new pairs drawn from the dataset's clip pool.
 
     Args:
-        dataset: Dataset directory (see `collect`).
+        dataset: Dataset directory (see `collect`; `collect --frames` writes the video previews).
+        ui: Serve the labeling app (binds 127.0.0.1 unless --server.host says otherwise).
+        server: Labeling app settings (--ui only).
         teacher: oracle, stoch, mistake, skip, equal or myopic (B-Pref teachers).
         queries: New pairs to select and label.
         selection: uniform, disagreement or entropy (the last two need --reward).
@@ -104,6 +113,9 @@ def label(
         oversample: Candidates scored per selected pair.
         seed: Seeds the teacher and the selection.
     """
+    if ui:
+        serve(dataset, server)
+        return
 
     with PreferenceDataset.open(dataset) as store:
         gatherer = TeacherGatherer(store, dataset_teacher(store, teacher, seed))
@@ -212,6 +224,7 @@ def experiment(
         Union[
             Annotated[RewardQualityConfig, tyro.conf.subcommand("reward-quality", prefix_name=False)],
             Annotated[LabelEfficiencyConfig, tyro.conf.subcommand("label-efficiency", prefix_name=False)],
+            Annotated[ContinuousRegretConfig, tyro.conf.subcommand("continuous-regret", prefix_name=False)],
         ],
         tyro.conf.arg(name=""),
     ],
@@ -221,10 +234,35 @@ def experiment(
     Args:
         config: Which experiment, and its settings.
     """
-    if isinstance(config, RewardQualityConfig):
-        run_reward_quality(config)
-    else:
-        run_label_efficiency(config)
+    runners = {RewardQualityConfig: run_reward_quality, LabelEfficiencyConfig: run_label_efficiency,
+               ContinuousRegretConfig: run_continuous_regret}
+    runners[type(config)](config)
+
+
+def annotators(
+    action: tyro.conf.Positional[Literal["add", "list"]],
+    dataset: tyro.conf.Positional[Path],
+    name: tyro.conf.Positional[str] = "",
+    server: UIConfig = UIConfig(),
+) -> None:
+    """Manage the people who label a dataset in the labeling app.
+
+    `annotators add DATASET NAME` prints NAME's personal token and link (shown once; only its
+    hash is stored); `annotators list DATASET` lists the names.
+
+    Args:
+        action: add or list.
+        dataset: Dataset directory.
+        name: The annotator's name (add only).
+        server: Host and port the link points to.
+    """
+    if action == "add":
+        if not name.strip():
+            raise SystemExit("annotators add: expected a NAME after the dataset")
+        add_annotator(dataset, name, server)
+        return
+    with PreferenceDataset.open(dataset) as store:
+        print("\n".join(store.annotators()) or f"{dataset}: no annotators yet")
 
 
 def env_grid(out: Path = Path("docs/images/env_grid.png"), seed: int = 0) -> None:
@@ -245,6 +283,7 @@ COMMANDS = {
     "train-reward": train_reward,
     "train-policy": train_policy,
     "eval": evaluate,
+    "annotators": annotators,
     "experiment": experiment,
     "env-grid": env_grid,
 }

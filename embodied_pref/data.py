@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of the on-disk dataset format (see ``embodied_pref.store``)."""
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -331,7 +331,9 @@ class Label:
     """A teacher's answer to one query.
 
     ``ranking`` (required iff ``outcome`` is RANKING) lists indices into the query's clips,
-    best first. ``source`` records provenance, e.g.
+    best first. ``ties`` (RANKING only) lists the positions ``k`` of ``ranking`` whose clip
+    is as good as the next one: ``ranking=(2, 0, 1), ties=(0,)`` reads clip 2 = clip 0 ≻
+    clip 1; ``ties=(0, 1)`` ranks all three equal. ``source`` records provenance, e.g.
     ``{"kind": "teacher", "name": "oracle", "params": {...}}`` or ``{"kind": "human"}``.
     """
 
@@ -342,6 +344,7 @@ class Label:
     source: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     created_at: float = dataclasses.field(default_factory=time.time)
     id: str = dataclasses.field(default_factory=new_id)
+    ties: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_id("query_id", self.query_id)
@@ -355,11 +358,20 @@ class Label:
         _set(self, "outcome", outcome)
         if outcome is Outcome.RANKING:
             _set(self, "ranking", _check_ranking(self.ranking))
-        elif self.ranking is not None:
-            raise ValueError(
-                f"field 'ranking': expected None for outcome {outcome.value!r}, "
-                f"found {self.ranking!r}"
-            )
+            _set(self, "ties", _check_ties(self.ties, len(self.ranking)))
+        else:
+            if self.ranking is not None:
+                raise ValueError(
+                    f"field 'ranking': expected None for outcome {outcome.value!r}, "
+                    f"found {self.ranking!r}"
+                )
+            empty = self.ties is None or (isinstance(self.ties, (tuple, list)) and not self.ties)
+            if not empty:
+                raise ValueError(
+                    f"field 'ties': expected no ties for outcome {outcome.value!r}, "
+                    f"found {self.ties!r}"
+                )
+            _set(self, "ties", ())
         if not isinstance(self.annotator, str):
             raise ValueError(
                 f"field 'annotator': expected str, found {type(self.annotator).__name__}"
@@ -386,5 +398,22 @@ def _check_ranking(ranking: object) -> tuple[int, ...]:
     if len(items) < 2 or sorted(items) != list(range(len(items))):
         raise ValueError(
             f"field 'ranking': expected a permutation of 0..n-1 (n >= 2), found {items!r}"
+        )
+    return items
+
+
+def _check_ties(ties: object, n: int) -> tuple[int, ...]:
+    if ties is None:
+        return ()
+    if isinstance(ties, str) or not hasattr(ties, "__iter__"):
+        raise ValueError(f"field 'ties': expected a sequence of ranking positions, found {ties!r}")
+    items = tuple(ties)
+    if any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in items):
+        raise ValueError(f"field 'ties': expected int positions, found {items!r}")
+    items = tuple(int(i) for i in items)
+    if any(not 0 <= i <= n - 2 for i in items) or list(items) != sorted(set(items)):
+        raise ValueError(
+            f"field 'ties': expected increasing distinct positions in 0..{n - 2} (position k "
+            f"ties ranking[k] with ranking[k+1]), found {items!r}"
         )
     return items

@@ -7,11 +7,12 @@ queries and collects whatever labels have arrived, never knowing who answered.
 from __future__ import annotations
 
 import time
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from embodied_pref.data import Label, Query, Trajectory
+from embodied_pref.data import Label, Outcome, Query, Segment, Trajectory
+from embodied_pref.segments import SegmentBatch, stack_segments
 from embodied_pref.store import PreferenceDataset
 from embodied_pref.teachers import SyntheticTeacher, make_teacher, teacher_scale
 
@@ -24,10 +25,20 @@ class PreferenceGatherer(Protocol):
         """Labels that arrived for submitted queries since the last call."""
 
 
+class Teacher(Protocol):
+    """A synthetic labeller: B-Pref's `SyntheticTeacher` (partial return) or `RegretTeacher`."""
+
+    name: str
+
+    def label_segments(self, first: SegmentBatch, second: SegmentBatch) -> list[Outcome]: ...
+
+    def provenance(self) -> dict[str, Any]: ...
+
+
 class TeacherGatherer:
     """A synthetic teacher that answers from the clips' ground-truth rewards."""
 
-    def __init__(self, dataset: PreferenceDataset, teacher: SyntheticTeacher) -> None:
+    def __init__(self, dataset: PreferenceDataset, teacher: Teacher) -> None:
         self.dataset, self.teacher = dataset, teacher
         self._arrived: list[Label] = []
 
@@ -37,10 +48,10 @@ class TeacherGatherer:
             raise ValueError("TeacherGatherer answers pairwise queries only")
         if not pairwise:
             return
-        first = np.stack([self._gt_rewards(q.clip_ids[0]) for q in pairwise])
-        second = np.stack([self._gt_rewards(q.clip_ids[1]) for q in pairwise])
+        first = stack_segments([self._segment(q.clip_ids[0]) for q in pairwise])
+        second = stack_segments([self._segment(q.clip_ids[1]) for q in pairwise])
         provenance = self.teacher.provenance()
-        for query, outcome in zip(pairwise, self.teacher.label(first, second)):
+        for query, outcome in zip(pairwise, self.teacher.label_segments(first, second)):
             label = Label(
                 query.id, outcome, annotator=f"teacher:{self.teacher.name}", source=provenance
             )
@@ -51,11 +62,11 @@ class TeacherGatherer:
         arrived, self._arrived = self._arrived, []
         return arrived
 
-    def _gt_rewards(self, clip_id: str) -> np.ndarray:
-        rewards = self.dataset.segment(clip_id).rewards
-        if rewards is None:
+    def _segment(self, clip_id: str) -> Segment:
+        segment = self.dataset.segment(clip_id)
+        if segment.rewards is None:
             raise ValueError(f"clip {clip_id}: no ground-truth reward for a synthetic teacher")
-        return rewards
+        return segment
 
 
 def scaled_teacher(

@@ -29,6 +29,9 @@ LOOP_STATE_KEY = "loop"
 class AgentTrainer(Protocol):
     """What the loop needs of a policy learner (see `policies/`)."""
 
+    checkpoint_name: str
+    """File name of its checkpoint in the run directory."""
+
     def train(self, reward_fn: RewardFn | None, steps: int) -> None: ...
 
     def rollouts(self, n: int, seed: int) -> list[Trajectory]: ...
@@ -139,7 +142,7 @@ def run_pbrl_loop(
     """Run (or resume) the loop; returns one record per completed iteration."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    reward_path, agent_path = run_dir / "reward.pt", run_dir / "agent.zip"
+    reward_path, agent_path = run_dir / "reward.pt", run_dir / agent.checkpoint_name
     state = dataset.get_meta(LOOP_STATE_KEY, {"completed": 0, "records": []})
     records = [IterationRecord(**r) for r in state["records"]]
     ensemble = RewardEnsemble.load(reward_path) if state["completed"] and reward_path.exists() else None

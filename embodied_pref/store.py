@@ -52,9 +52,15 @@ TRAJECTORY_DIR = "trajectories"
 PREVIEW_DIR = "previews"
 INSTRUCTIONS_FILE = "instructions.md"
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+
+def _add_label_ties(conn: sqlite3.Connection) -> None:
+    """Format 1 -> 2: labels get a ``ties`` column (JSON list of ranking positions, or NULL)."""
+    conn.execute("ALTER TABLE labels ADD COLUMN ties TEXT")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_label_ties}
 """``MIGRATIONS[v](conn)`` upgrades a database of format ``v`` to ``v + 1`` in place (inside
-the caller's transaction). Empty while the format is at version 1."""
+the caller's transaction)."""
 
 _RESERVED_META = frozenset({"format_version"})
 
@@ -105,7 +111,8 @@ _SCHEMA = (
         ranking TEXT,
         annotator TEXT NOT NULL,
         source TEXT NOT NULL,
-        created_at REAL NOT NULL)""".format(
+        created_at REAL NOT NULL,
+        ties TEXT)""".format(
         outcomes=", ".join(f"'{o.value}'" for o in Outcome)
     ),
     "CREATE INDEX labels_by_query ON labels (query_id)",
@@ -120,7 +127,7 @@ _TRAJECTORY_COLUMNS = (
     "id, env_id, seed, embodiment, length, obs_dim, action_dim, has_rewards, has_frames, "
     "frame_height, frame_width, terminated, metadata, file, sha256, created_at"
 )
-_LABEL_COLUMNS = "id, query_id, outcome, ranking, annotator, source, created_at"
+_LABEL_COLUMNS = "id, query_id, outcome, ranking, annotator, source, created_at, ties"
 _PAIRWISE_ONLY = frozenset({Outcome.LEFT, Outcome.RIGHT})
 _Record = TypeVar("_Record", Trajectory, Clip, Query, Label)
 
@@ -685,11 +692,12 @@ class PreferenceDataset:
             if _exists(conn, "labels", label.id):
                 raise self._error("id", "already stored", subject=subject)
             conn.execute(
-                f"INSERT INTO labels ({_LABEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO labels ({_LABEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     label.id, label.query_id, label.outcome.value,
                     None if label.ranking is None else json.dumps(list(label.ranking)),
                     label.annotator, json.dumps(label.source), label.created_at,
+                    json.dumps(list(label.ties)) if label.ties else None,
                 ),
             )
 
@@ -699,13 +707,13 @@ class PreferenceDataset:
                 f"SELECT {_LABEL_COLUMNS} FROM labels {where} ORDER BY seq", params
             ).fetchall()
         labels = []
-        for lid, query_id, outcome, ranking, annotator, source, created_at in rows:
+        for lid, query_id, outcome, ranking, annotator, source, created_at, ties in rows:
             try:
                 labels.append(Label(
                     query_id=query_id, outcome=outcome,
                     ranking=None if ranking is None else tuple(json.loads(ranking)),
                     annotator=annotator, source=json.loads(source), created_at=created_at,
-                    id=lid,
+                    id=lid, ties=() if ties is None else tuple(json.loads(ties)),
                 ))
             except (ValueError, TypeError) as err:
                 raise DatasetError(f"{self._db_path}: label {lid!r}: {err}") from None

@@ -28,12 +28,15 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import expit
 
 from embodied_pref.data import Outcome
+
+if TYPE_CHECKING:
+    from embodied_pref.segments import SegmentBatch
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,10 @@ class SyntheticTeacher:
         code[skipped] = 3
         return list(_OUTCOMES[code])
 
+    def label_segments(self, first: SegmentBatch, second: SegmentBatch) -> list[Outcome]:
+        """`label` on the ground-truth rewards of two equally long segment batches."""
+        return self.label(first.gt_rewards, second.gt_rewards)
+
     def __repr__(self) -> str:
         return f"SyntheticTeacher({self.config!r}, scale={self.scale}, seed={self.seed})"
 
@@ -200,3 +207,32 @@ def make_teacher(name: str, scale: float = 1.0, seed: int = 0, **overrides: Any)
             f"expected some of: {', '.join(sorted(fields))}"
         )
     return SyntheticTeacher(dataclasses.replace(PRESETS[name], **overrides), scale=scale, seed=seed)
+
+
+def preference_targets(
+    score_a: np.ndarray,
+    score_b: np.ndarray,
+    temperature: float = 0.0,
+    tie_tolerance: float = 1e-9,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Labels from any preference model's segment scores (partial return Σr, or −regret).
+
+    score_a, score_b: (N,) -> targets (N,) float: 1 (a preferred), 0 (b preferred), 0.5 (tie).
+    temperature 0 answers deterministically and calls |score_a − score_b| <= tie_tolerance a tie;
+    temperature T > 0 samples a ≻ b with probability sigmoid((score_a − score_b) / T) (needs `rng`).
+    """
+    score_a = np.asarray(score_a, dtype=np.float64)
+    score_b = np.asarray(score_b, dtype=np.float64)
+    if score_a.ndim != 1 or score_a.shape != score_b.shape:
+        raise ValueError(f"preference_targets: expected score_a and score_b of one shape (N,), "
+                         f"found {score_a.shape} and {score_b.shape}")
+    if not temperature >= 0 or not tie_tolerance >= 0:
+        raise ValueError(f"preference_targets: expected temperature >= 0 and tie_tolerance >= 0, "
+                         f"found {temperature} and {tie_tolerance}")
+    diff = score_a - score_b
+    if temperature == 0:
+        return np.where(np.abs(diff) <= tie_tolerance, 0.5, (diff > 0).astype(np.float64))
+    if rng is None:
+        raise ValueError("preference_targets: a temperature > 0 samples labels and needs rng")
+    return (rng.random(len(diff)) < expit(diff / temperature)).astype(np.float64)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 import numpy as np
@@ -53,16 +53,22 @@ class PPOConfig:
 class PPOAgent:
     """SB3 PPO on `env_id`, its reward swapped for a learned one between training phases."""
 
+    checkpoint_name = "agent.zip"
+
     def __init__(
         self,
         env_id: str,
         config: PPOConfig = PPOConfig(),
         env_kwargs: Mapping[str, Any] | None = None,
         log_dir: str | Path | None = None,
+        wrapper: Callable[[gym.Env], gym.Env] | None = None,
     ) -> None:
+        """`wrapper` wraps each training env (e.g. a `VisualRewardWrapper` whose reward the
+        agent then trains on with `train(None, steps)`); evaluation rollouts stay unwrapped."""
         self.env_id, self.config = env_id, config
         self.env_kwargs = dict(env_kwargs or {})
-        venv = make_vec_env(env_id, n_envs=config.n_envs, seed=config.seed, env_kwargs=self.env_kwargs)
+        venv = make_vec_env(env_id, n_envs=config.n_envs, seed=config.seed, env_kwargs=self.env_kwargs,
+                            wrapper_class=wrapper)
         self.venv = LearnedRewardVecEnv(venv)
         self.model = PPO(
             "MlpPolicy",

@@ -82,3 +82,18 @@ def test_collect_names_the_valid_tasks(tmp_path):
     with pytest.raises(ValueError, match="xmagical-avoid"):
         main(["collect", "--dataset", str(tmp_path / "ds"), "--task", "sokoban", "--episodes", "1"])
     assert not (tmp_path / "ds").exists()
+
+
+def test_annotators_add_prints_a_working_token_and_list_shows_the_name(tmp_path, capsys):
+    main(["collect", "--dataset", str(tmp_path / "d"), "--episodes", "2", "--embodiment", "Longstick", "--clip-length", "20"])
+    capsys.readouterr()
+    main(["annotators", "add", str(tmp_path / "d"), "ada", "--server.port", "9000"])
+    out = capsys.readouterr().out
+    token = out.split("?token=")[1].split()[0]
+    assert "http://127.0.0.1:9000/?token=" in out
+    with PreferenceDataset.open(tmp_path / "d") as store:
+        assert store.annotator_for_token(token) == "ada"
+    main(["annotators", "list", str(tmp_path / "d")])
+    assert capsys.readouterr().out.split() == ["ada"]
+    with pytest.raises(SystemExit, match="expected a NAME"):
+        main(["annotators", "add", str(tmp_path / "d")])

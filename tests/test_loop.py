@@ -6,11 +6,13 @@ import pytest
 from embodied_pref.experiments.xmagical_data import scripted_episodes
 from embodied_pref.gathering import TeacherGatherer
 from embodied_pref.loop import LoopConfig, run_pbrl_loop
+from embodied_pref.regret_teacher import RegretTeacher
 from embodied_pref.reward_nets import RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.store import PreferenceDataset
 from embodied_pref.teachers import make_teacher
 from envs.xmagical import env_id
+from policies.greedy_advantage import GreedyAdvantageAgent, GreedyAdvantageConfig
 from policies.ppo import PPOAgent, PPOConfig
 
 LOOP = LoopConfig(iterations=2, labels_per_iteration=12, clip_length=20, clips_per_trajectory=3,
@@ -91,3 +93,32 @@ def test_a_crash_while_labelling_keeps_given_labels_and_asks_only_the_rest(tmp_p
         assert given <= {label.id for label in store.labels()}
         assert sum(q.round == 1 for q in store.queries()) == 12
         assert not store.unlabeled_queries()
+
+
+class DebrisValue:
+    """A stand-in V̂ for the regret teacher: minus the debris' mean distance to the top."""
+
+    def predict(self, obs):
+        return -(1.0 - np.asarray(obs)[..., 3:8:2]).clip(0).mean(-1) * 20
+
+    def provenance(self):
+        return {"kind": "stand-in"}
+
+
+def test_regret_preference_model_loop_learns_an_advantage_and_acts_greedily(tmp_path):
+    dataset = PreferenceDataset.create(tmp_path / "dataset")
+    agent = GreedyAdvantageAgent(env_id("Longstick", "state"), tmp_path / "reward.pt", GreedyAdvantageConfig(32))
+    advantage = RewardNetConfig(hidden_sizes=(16,), ensemble_size=2, use_next_state=False)
+    initial = lambda: scripted_episodes("Longstick", [0.0, 0.5, 1.0], seed=0)  # noqa: E731
+    with dataset:
+        records = run_pbrl_loop(dataset, agent, TeacherGatherer(dataset, RegretTeacher(DebrisValue())), tmp_path,
+                                initial, LOOP, advantage, TRAINING)
+        assert [r.labels for r in records] == [12, 24] and all(np.isfinite(r.policy_gt_return) for r in records)
+        assert {label.source["params"]["value_source"]["kind"] for label in dataset.labels()} == {"stand-in"}
+        rollouts = [t for t in map(dataset.trajectory, dataset.trajectory_ids()) if t.metadata.get("policy")
+                    == "greedy-advantage"]
+        assert len(rollouts) == 2
+    assert (tmp_path / "agent.json").exists()
+    resumed = GreedyAdvantageAgent(env_id("Longstick", "state"), tmp_path / "reward.pt", GreedyAdvantageConfig(32))
+    resumed.load(tmp_path / "agent.json")
+    assert resumed.rollouts(1, seed=0)[0].length == 50

@@ -7,23 +7,33 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import gymnasium
 import numpy as np
 
 from embodied_pref.evaluation import evaluate_reward, predicted_returns
+from embodied_pref.experiments.continuous_regret import (
+    ADVANTAGE_NET,
+    ExpertValueConfig,
+    expert_value_function,
+    regret_pairs,
+)
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.experiments.xmagical_data import MIXED_QUALITIES, mixed_quality_clips, scripted_episodes
 from embodied_pref.gathering import TeacherGatherer, scaled_teacher
 from embodied_pref.loop import IterationRecord, LoopConfig, run_pbrl_loop, standardized_on_pool
-from embodied_pref.metrics import epic_distance
+from embodied_pref.metrics import epic_distance, preference_accuracy
 from embodied_pref.plots import plot_curves, plot_scatter
+from embodied_pref.query_selection import random_pairs
+from embodied_pref.regret_teacher import RegretTeacher
 from embodied_pref.reward_nets import RewardEnsemble
-from embodied_pref.reward_training import RewardTrainingConfig
+from embodied_pref.reward_training import RewardTrainingConfig, preference_probabilities
 from embodied_pref.rollout import rollout
 from embodied_pref.segments import SegmentBatch, clip_pool
 from embodied_pref.store import PreferenceDataset
 from envs.xmagical import env_id, state_reward
+from policies.greedy_advantage import GreedyAdvantageAgent
 from policies.ppo import PPOAgent, PPOConfig
 
 
@@ -38,12 +48,18 @@ class DemoConfig:
     embodiment: str = "Gripper"
     """X-MAGICAL SweepToTop embodiment."""
     teacher: str = "oracle"
-    """Synthetic teacher: oracle, stoch, mistake, skip, equal, myopic."""
+    """B-Pref teacher for --preference-model partial-return: oracle, stoch, mistake, skip, equal, myopic."""
+    preference_model: str = "partial-return"
+    """partial-return: a B-Pref teacher labels, a reward r(s') is learned and PPO trains on it.
+    regret: a regret teacher labels (V* estimated by the scripted expert's Monte-Carlo returns),
+    an advantage Â(s, a) is learned and the policy acts greedily on it."""
     initial_episodes: int = 24
     """Scripted episodes of mixed quality seeding the clip pool."""
     loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(iterations=4, labels_per_iteration=40, policy_steps_per_iteration=32_768)
     )
+    value: ExpertValueConfig = ExpertValueConfig()
+    """V̂ of the regret teacher (--preference-model regret only)."""
     ppo: PPOConfig = PPOConfig()
     """PPO settings, for the agent on the learned reward and the ground-truth baseline alike."""
     reward_training: RewardTrainingConfig = RewardTrainingConfig(max_epochs=100, progress=False)
@@ -56,7 +72,11 @@ class DemoConfig:
     """Seeds episodes, the teacher, the loop and reward fitting."""
 
 
-def evaluate_policy(agent_or_none: PPOAgent | None, embodiment: str, episodes: int, seed: int) -> tuple[float, float]:
+class Actor(Protocol):
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray: ...
+
+
+def evaluate_policy(agent_or_none: Actor | None, embodiment: str, episodes: int, seed: int) -> tuple[float, float]:
     """Mean ground-truth return and mean final eval score; `None` is the uniform random policy."""
     env = gymnasium.make(env_id(embodiment, "state"))
     env.action_space.seed(seed)
@@ -87,7 +107,12 @@ def held_out_epic(ensemble: RewardEnsemble, clips: SegmentBatch, seed: int, n: i
     )
 
 
+PREFERENCE_MODELS = ("partial-return", "regret")
+
+
 def run_demo(config: DemoConfig) -> dict:
+    if config.preference_model not in PREFERENCE_MODELS:
+        raise ValueError(f"--preference-model: expected one of {PREFERENCE_MODELS}, found {config.preference_model!r}")
     start = time.monotonic()
     run_dir = config.runs_dir / config.name
     dataset_dir = run_dir / "dataset"
@@ -108,11 +133,19 @@ def run_demo(config: DemoConfig) -> dict:
               f"{record.reward_validation_accuracy:.3f}, policy GT return {record.policy_gt_return:.2f} "
               f"({time.monotonic() - start:.0f}s)")
 
-    agent = PPOAgent(state_env, config.ppo, log_dir=run_dir / "tensorboard")
-    teacher = scaled_teacher(config.teacher, initial, config.loop.clip_length, config.seed)
+    if config.preference_model == "regret":
+        print(f"[demo] estimating V* by expert Monte-Carlo returns for the regret teacher ({time.monotonic() - start:.0f}s)")
+        value = expert_value_function(config.embodiment, config.value, config.seed, progress=True)
+        teacher = RegretTeacher(value, seed=config.seed)
+        agent = GreedyAdvantageAgent(state_env, run_dir / "reward.pt")
+        learner = ADVANTAGE_NET
+    else:
+        teacher = scaled_teacher(config.teacher, initial, config.loop.clip_length, config.seed)
+        agent = PPOAgent(state_env, config.ppo, log_dir=run_dir / "tensorboard")
+        learner = XMAGICAL_REWARD_NET
     records = run_pbrl_loop(
         dataset, agent, TeacherGatherer(dataset, teacher), run_dir, lambda: initial, config.loop,
-        XMAGICAL_REWARD_NET, replace(config.reward_training, seed=config.seed), on_iteration=report,
+        learner, replace(config.reward_training, seed=config.seed), on_iteration=report,
     )
 
     ensemble = RewardEnsemble.load(run_dir / "reward.pt")
@@ -122,6 +155,12 @@ def run_demo(config: DemoConfig) -> dict:
     )
     reward_eval = evaluate_reward(ensemble, held_out, seed=config.seed)
     epic = held_out_epic(ensemble, held_out, config.seed)
+    extra_rows = []
+    if config.preference_model == "regret":
+        pairs = regret_pairs(held_out, *random_pairs(len(held_out), 2000, np.random.default_rng(config.seed)), teacher)
+        prob = preference_probabilities(ensemble, pairs.first, pairs.second).mean(0)
+        extra_rows.append(("held-out accuracy against the regret teacher",
+                           f"{preference_accuracy(prob, pairs.targets).accuracy:.3f}"))
     print(f"[demo] training PPO on the ground-truth reward for comparison ({time.monotonic() - start:.0f}s)")
     total_steps = config.loop.iterations * config.loop.policy_steps_per_iteration
     gt_agent = PPOAgent(state_env, config.ppo)
@@ -133,12 +172,14 @@ def run_demo(config: DemoConfig) -> dict:
     gt_return, gt_score = evaluate_policy(gt_agent, config.embodiment, config.eval_episodes, 2_000_000)
     random_return, random_score = evaluate_policy(None, config.embodiment, config.eval_episodes, 2_000_000)
 
+    policy_name = "greedy on learned advantage" if config.preference_model == "regret" else f"PPO on learned reward ({total_steps} steps)"
     rows = [
         ("labels used", f"{records[-1].labels}"),
-        ("held-out preference accuracy", f"{reward_eval.accuracy:.3f}"),
+        *extra_rows,
+        ("held-out preference accuracy (ground-truth partial return)", f"{reward_eval.accuracy:.3f}"),
         ("Spearman(learned, ground truth), held-out clips", f"{reward_eval.spearman:.3f}"),
         ("EPIC distance(learned, ground truth), held-out transitions", f"{epic:.3f}"),
-        (f"GT return: PPO on learned reward ({total_steps} steps)", f"{learned_return:.2f} (score {learned_score:.2f})"),
+        (f"GT return: {policy_name}", f"{learned_return:.2f} (score {learned_score:.2f})"),
         (f"GT return: PPO on ground-truth reward, same standardization ({total_steps} steps)", f"{gt_return:.2f} (score {gt_score:.2f})"),
         ("GT return: random policy", f"{random_return:.2f} (score {random_score:.2f})"),
     ]
@@ -146,14 +187,15 @@ def run_demo(config: DemoConfig) -> dict:
     plot_curves(
         [r.labels for r in records],
         {"reward validation accuracy": {"learned reward": [[r.reward_validation_accuracy] for r in records]},
-         "policy GT return": {"PPO on learned reward": [[r.policy_gt_return] for r in records]}},
+         "policy GT return": {policy_name: [[r.policy_gt_return] for r in records]}},
         run_dir / "learning_curves.png", title="PbRL loop", xlabel="labels",
     )
     plot_scatter(held_out.gt_returns, predicted_returns(ensemble, held_out), run_dir / "returns_scatter.png",
                  title=f"held-out clips (Spearman {reward_eval.spearman:.3f})")
     elapsed = time.monotonic() - start
     (run_dir / "report.md").write_text(
-        f"# embodied-pref demo: SweepToTop-{config.embodiment} (state), teacher `{config.teacher}`\n\n"
+        f"# embodied-pref demo: SweepToTop-{config.embodiment} (state), preference model "
+        f"`{config.preference_model}`, teacher `{teacher.name}`\n\n"
         f"{table}\n\n![learning curves](learning_curves.png)\n\n![learned vs true](returns_scatter.png)\n\n"
         f"Wall time: {elapsed:.0f} s. Config:\n\n```json\n{json.dumps(asdict(config), indent=2, default=str)}\n```\n"
     )

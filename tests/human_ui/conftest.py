@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from human_ui.demo import build_demo_dataset
+from human_ui.server import BackgroundServer
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -30,38 +29,6 @@ def dataset_dir(template_dataset, tmp_path) -> Path:
     return target
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ThreadServer:
-    """A uvicorn server for an app, on a thread, bound to 127.0.0.1 on a free port."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "ThreadServer":
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def browser():
     playwright_api = pytest.importorskip("playwright.sync_api")
@@ -73,3 +40,16 @@ def browser():
                                           "--autoplay-policy=no-user-gesture-required"])
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def serve():
+    """``with serve(app) as server:`` runs ``app`` on 127.0.0.1 (a free port) at ``server.url``."""
+    return BackgroundServer
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,157 @@
+"""The comparison page in real headless Chromium (Debian's /usr/bin/chromium via playwright)."""
+
+import pytest
+
+from embodied_pref.store import PreferenceDataset
+from human_ui.config import UIConfig
+from human_ui.server import create_app
+
+READY = "document.body.dataset.ready"
+
+
+def labels(dataset_dir):
+    with PreferenceDataset.open(dataset_dir) as ds:
+        return ds.labels()
+
+
+def shown_query(page) -> str:
+    return page.evaluate(READY)
+
+
+def press_and_wait(page, key: str) -> str:
+    """Press a key that answers the query; return the id of the next query once it is ready."""
+    before = shown_query(page)
+    page.keyboard.press(key)
+    page.wait_for_function(f"prev => {READY} && {READY} !== prev", arg=before, timeout=10_000)
+    return shown_query(page)
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    yield page
+    context.close()
+    assert errors == []
+
+
+def open_app(page, url, query=""):
+    page.goto(f"{url}/{query}")
+    page.wait_for_selector("body[data-ready]", timeout=15_000)
+
+
+VIDEO_STATE = "() => [...document.querySelectorAll('#clips video')].map(v => ({t: v.currentTime, paused: v.paused, rate: v.playbackRate}))"
+
+
+def test_a_pair_loads_and_both_videos_play_in_sync(page, dataset_dir, serve):
+    with serve(create_app(dataset_dir, UIConfig(overlap=0.0))) as server:
+        open_app(page, server.url)
+        assert page.locator("#clips video").count() == 2
+        assert "Which robot does the task better?" in page.inner_text("#instructions")
+        page.click("[data-speed='0.5']")  # a 4 s loop: the samples below do not straddle its end
+        samples = []
+        for _ in range(4):
+            page.wait_for_timeout(150)
+            samples.append(page.evaluate(VIDEO_STATE))
+        for left, right in samples:
+            assert not left["paused"] and not right["paused"]
+            assert abs(left["t"] - right["t"]) < 0.1
+        assert samples[-1][0]["t"] != samples[0][0]["t"]  # the clock moves
+        page.evaluate("() => { const v = document.querySelectorAll('#clips video')[1];"
+                      " v.currentTime = (v.currentTime + 1) % 2; }")  # a stall or jump on one side
+        page.wait_for_timeout(300)
+        left, right = page.evaluate(VIDEO_STATE)
+        assert abs(left["t"] - right["t"]) < 0.1  # pulled back in line
+        page.keyboard.press(" ")
+        page.wait_for_timeout(100)
+        left, right = page.evaluate(VIDEO_STATE)
+        assert left["paused"] and right["paused"] and abs(left["t"] - right["t"]) < 0.02
+        page.evaluate("() => { const s = document.getElementById('scrubber'); s.value = '5';"
+                      " s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); }")
+        page.wait_for_timeout(150)
+        left, right = page.evaluate(VIDEO_STATE)
+        assert left["t"] == pytest.approx(0.55, abs=0.03) and right["t"] == pytest.approx(left["t"], abs=0.01)
+        assert page.inner_text("#frame").startswith("6 /")
+        page.click("[data-speed='0.25']")
+        page.keyboard.press(" ")
+        page.wait_for_timeout(200)
+        left, right = page.evaluate(VIDEO_STATE)
+        assert left["rate"] == right["rate"] == 0.25 and not left["paused"] and not right["paused"]
+
+
+def test_keys_store_the_right_rows_and_undo_removes_the_last(page, dataset_dir, serve):
+    with serve(create_app(dataset_dir, UIConfig(overlap=0.0))) as server:
+        open_app(page, server.url)
+        shown = []
+        for key in ["ArrowLeft", "ArrowRight", "ArrowDown", "c", "s"]:
+            shown.append(shown_query(page))
+            press_and_wait(page, key)
+            assert "saved" in page.inner_text("#toast")
+        stored = labels(dataset_dir)
+        assert [(x.query_id, x.outcome.value) for x in stored] == list(
+            zip(shown, ["left", "right", "equal", "cannot_tell", "skip"]))
+        assert all(x.annotator == "local" and x.source["elapsed_ms"] >= 0 for x in stored)
+        assert press_and_wait(page, "u") == shown[-1]  # the skipped query is back
+        assert "Undone" in page.inner_text("#toast")
+        assert [x.outcome.value for x in labels(dataset_dir)] == ["left", "right", "equal", "cannot_tell"]
+        assert page.inner_text("#progress").startswith("4 labelled")
+
+
+def test_reload_resumes_where_the_annotator_stopped(page, dataset_dir, serve):
+    with serve(create_app(dataset_dir, UIConfig(overlap=0.0))) as server:
+        open_app(page, server.url)
+        first = shown_query(page)
+        current = press_and_wait(page, "ArrowLeft")
+        page.reload()
+        page.wait_for_selector("body[data-ready]", timeout=15_000)
+        assert shown_query(page) == current != first
+        assert page.inner_text("#progress").startswith("1 labelled")
+        press_and_wait(page, "ArrowRight")
+        assert [(x.query_id, x.outcome.value) for x in labels(dataset_dir)] == [(first, "left"), (current, "right")]
+
+
+def test_triplet_mode_stores_a_ranking_with_ties(page, dataset_dir, serve):
+    with serve(create_app(dataset_dir, UIConfig(mode="triplet", overlap=0.0))) as server:
+        open_app(page, server.url)
+        assert page.locator("#clips video").count() == 3
+        first = shown_query(page)
+        for key in ["2", "=", "1", "3"]:
+            page.keyboard.press(key)
+        assert page.inner_text("#ranking").split() == ["2", "·", "B", "=", "1", "·", "A", "≻", "3", "·", "C"]
+        second = press_and_wait(page, "Enter")
+        page.click("#clips .card[data-index='2']")  # mouse: click best to worst
+        page.click("#clips .card[data-index='0']")
+        page.click("#clips .card[data-index='1']")
+        page.drag_and_drop("#ranking .slot[data-position='2']", "#ranking .slot[data-position='0']")
+        assert page.inner_text("#ranking").split()[:3] == ["2", "·", "B"]
+        page.click("#submit-ranking")
+        page.wait_for_function(f"prev => {READY} !== prev", arg=second, timeout=10_000)
+        stored = labels(dataset_dir)
+        assert [(x.query_id, x.outcome.value, x.ranking, x.ties) for x in stored] == [
+            (first, "ranking", (1, 0, 2), (0,)), (second, "ranking", (1, 2, 0), ())]
+
+
+def test_a_second_annotator_sees_the_overlap_queries(browser, dataset_dir, serve):
+    with PreferenceDataset.open(dataset_dir) as ds:
+        tokens = {name: ds.add_annotator(name) for name in ("ann", "bob")}
+    with serve(create_app(dataset_dir, UIConfig(overlap=1.0, require_token=True))) as server:
+        pages = {}
+        for name, token in tokens.items():
+            pages[name] = browser.new_context().new_page()
+        open_app(pages["ann"], server.url, f"?token={tokens['ann']}")
+        answered = shown_query(pages["ann"])
+        press_and_wait(pages["ann"], "ArrowLeft")
+        open_app(pages["bob"], server.url, f"?token={tokens['bob']}")
+        assert shown_query(pages["bob"]) == answered
+        assert pages["bob"].inner_text("#annotator") == "bob"
+        press_and_wait(pages["bob"], "ArrowRight")
+        assert shown_query(pages["ann"]) != answered
+        stored = [(x.query_id, x.annotator, x.outcome.value) for x in labels(dataset_dir)]
+        assert stored == [(answered, "ann", "left"), (answered, "bob", "right")]
+        pages["ann"].goto(f"{server.url}/agreement?token={tokens['ann']}")
+        pages["ann"].wait_for_selector("#pairs tbody tr", timeout=10_000)
+        assert "ann · bob" in pages["ann"].inner_text("#pairs")
+        for page in pages.values():
+            page.context.close()
