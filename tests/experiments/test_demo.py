@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from embodied_pref.experiments.continuous_regret import ExpertValueConfig
 from embodied_pref.experiments.demo import DemoConfig, run_demo
 from embodied_pref.loop import LoopConfig
 from embodied_pref.reward_training import RewardTrainingConfig
@@ -34,3 +35,24 @@ def test_demo_refuses_to_overwrite_a_run_without_resume(tmp_path):
     (tmp_path / "demo" / "dataset").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="--resume"):
         run_demo(DemoConfig(runs_dir=tmp_path))
+
+
+def test_tiny_demo_with_the_regret_preference_model(tmp_path):
+    config = DemoConfig(
+        runs_dir=tmp_path, embodiment="Longstick", initial_episodes=4, eval_episodes=2,
+        preference_model="regret", value=ExpertValueConfig(episodes=4, states_per_episode=4, horizon=20),
+        loop=LoopConfig(iterations=2, labels_per_iteration=10, clip_length=20, clips_per_trajectory=3,
+                        rollouts_per_iteration=2, policy_steps_per_iteration=128),
+        reward_training=RewardTrainingConfig(max_epochs=5, progress=False),
+    )
+    result = run_demo(config)
+    report = (tmp_path / "demo" / "report.md").read_text()
+    for row in ("preference model `regret`, teacher `regret`", "held-out accuracy against the regret teacher",
+                "GT return: greedy on learned advantage"):
+        assert row in report
+    assert (tmp_path / "demo" / "agent.json").exists() and math.isfinite(result["learned_return"])
+
+
+def test_demo_rejects_an_unknown_preference_model(tmp_path):
+    with pytest.raises(ValueError, match="--preference-model"):
+        run_demo(DemoConfig(runs_dir=tmp_path, preference_model="regrets"))
