@@ -1,6 +1,9 @@
 """The delivery domain of Knox et al. as a tabular MDP: cells with reward features, deterministic
 moves, absorbing terminals, γ = 0.999; the papers' 50 shared MDPs and new random ones; exact
-planning (V*, Q*, A*, policy evaluation) and the papers' scaled-return metric."""
+planning (V*, Q*, A*, policy evaluation) and the papers' scaled-return metric.
+
+Importing this package registers the gymnasium id `embodied_pref/Delivery-v0` (`DeliveryEnv`).
+"""
 
 from envs.gridworld.delivery import (
     ACTIONS,
@@ -18,6 +21,7 @@ from envs.gridworld.delivery import (
     random_reward_weights,
     shared_data_dir,
 )
+from envs.gridworld.env import ENV_ID, DeliveryEnv
 from envs.gridworld.planning import (
     OptimalSolution,
     ReturnScale,
@@ -35,7 +39,9 @@ __all__ = [
     "GAMMA",
     "REWARD_FEATURES",
     "SHARED_MDP_IDS",
+    "DeliveryEnv",
     "DeliveryMDP",
+    "ENV_ID",
     "OptimalSolution",
     "ReturnScale",
     "action_index",
