@@ -38,6 +38,10 @@ class RewardNetConfig:
     """Feed s_{t+1} (domains whose reward depends on the state reached)."""
     ensemble_size: int = 3
     """Members K; their disagreement drives active query selection."""
+    potential: bool = False
+    """Add a learned potential: r(s, a, s') + Φ(s') − Φ(s). Summed over a segment this is
+    Σr + Φ(s_L) − Φ(s_0), the negated deterministic regret with Φ standing for V* (the regret
+    preference model as a learner, Knox et al.)."""
 
     def __post_init__(self) -> None:
         if not (self.use_state or self.use_action or self.use_next_state):
@@ -59,8 +63,18 @@ def _inputs(config: RewardNetConfig, obs, acts, next_obs):
     return torch.cat(parts, dim=-1)
 
 
+def _mlp(width_in: int, hidden_sizes: tuple[int, ...]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden_sizes:
+        layers += [nn.Linear(width_in, width), nn.LeakyReLU()]
+        width_in = width
+    layers.append(nn.Linear(width_in, 1))
+    return nn.Sequential(*layers)
+
+
 class RewardMLP(nn.Module):
-    """One member: normalized inputs -> MLP -> scalar reward per step.
+    """One member: normalized inputs -> MLP -> scalar reward per step (plus the potential
+    difference Φ(s') − Φ(s) when `config.potential`).
 
     obs (..., D), acts (..., A), next_obs (..., D) -> reward (...)
     """
@@ -69,19 +83,24 @@ class RewardMLP(nn.Module):
         super().__init__()
         self.config = config
         input_dim = obs_dim * (config.use_state + config.use_next_state) + act_dim * config.use_action
-        layers: list[nn.Module] = []
-        width_in = input_dim
-        for width in config.hidden_sizes:
-            layers += [nn.Linear(width_in, width), nn.LeakyReLU()]
-            width_in = width
-        layers.append(nn.Linear(width_in, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = _mlp(input_dim, config.hidden_sizes)
         self.register_buffer("input_mean", torch.zeros(input_dim))
         self.register_buffer("input_std", torch.ones(input_dim))
+        if config.potential:
+            self.potential = _mlp(obs_dim, config.hidden_sizes)
+            self.register_buffer("obs_mean", torch.zeros(obs_dim))
+            self.register_buffer("obs_std", torch.ones(obs_dim))
 
     def forward(self, obs: torch.Tensor, acts: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         x = _inputs(self.config, obs, acts, next_obs)
-        return self.net((x - self.input_mean) / self.input_std).squeeze(-1)
+        reward = self.net((x - self.input_mean) / self.input_std).squeeze(-1)
+        if self.config.potential:
+            reward = reward + self.potential_of(next_obs) - self.potential_of(obs)
+        return reward
+
+    def potential_of(self, obs: torch.Tensor) -> torch.Tensor:
+        """Φ(s): (..., D) -> (...)."""
+        return self.potential((obs - self.obs_mean) / self.obs_std).squeeze(-1)
 
 
 class RewardEnsemble(nn.Module):
@@ -109,9 +128,13 @@ class RewardEnsemble(nn.Module):
             self.config, *(torch.as_tensor(a, dtype=torch.float32) for a in (obs, acts, next_obs))
         )
         mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+        states = torch.as_tensor(obs, dtype=torch.float32)
         for member in self.members:
             member.input_mean.copy_(mean)
             member.input_std.copy_(std)
+            if self.config.potential:
+                member.obs_mean.copy_(states.mean(0))
+                member.obs_std.copy_(states.std(0).clamp_min(1e-6))
 
     @property
     def device(self) -> torch.device:

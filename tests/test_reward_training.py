@@ -91,3 +91,24 @@ def test_rejects_too_few_pairs():
     clips = synthetic_clips(4, 0)
     with pytest.raises(ValueError, match="at least 2"):
         train_reward(RewardEnsemble(D, A, CONFIG), oracle_pairs(clips, 1, 0))
+
+
+def test_potential_term_telescopes_over_a_segment_and_survives_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    config = RewardNetConfig(hidden_sizes=(8,), use_state=False, use_action=False, use_next_state=True,
+                             potential=True, ensemble_size=1)
+    ensemble = RewardEnsemble(3, 2, config)
+    rng = np.random.default_rng(0)
+    obs, acts = rng.normal(size=(4, 6, 3)).astype(np.float32), rng.normal(size=(4, 5, 2)).astype(np.float32)
+    ensemble.fit_input_normalization(obs[:, :-1].reshape(-1, 3), acts.reshape(-1, 2), obs[:, 1:].reshape(-1, 3))
+    o, a = torch.from_numpy(obs), torch.from_numpy(acts)
+    member = ensemble.members[0]
+    with torch.no_grad():
+        score = ensemble(o[:, :-1], a, o[:, 1:])[0].sum(-1)
+        reward_only = member.net((o[:, 1:] - member.input_mean) / member.input_std).squeeze(-1).sum(-1)
+        expected = reward_only + member.potential_of(o[:, -1]) - member.potential_of(o[:, 0])
+    torch.testing.assert_close(score, expected)
+    ensemble.save(tmp_path / "r.pt")
+    again = RewardEnsemble.load(tmp_path / "r.pt")
+    np.testing.assert_array_equal(again.predict(obs[:, 0], acts[:, 0], obs[:, 1]),
+                                  ensemble.predict(obs[:, 0], acts[:, 0], obs[:, 1]))
