@@ -16,6 +16,7 @@ from embodied_pref.experiments.continuous_regret import ContinuousRegretConfig, 
 from embodied_pref.experiments.demo import DemoConfig, evaluate_policy, run_demo
 from embodied_pref.experiments.env_grid import render_env_grid
 from embodied_pref.experiments.label_efficiency import LabelEfficiencyConfig, run_label_efficiency
+from embodied_pref.experiments.rapl import RaplExperimentConfig, run_rapl_experiment
 from embodied_pref.experiments.regret import RegretExperimentConfig, run_regret_experiment
 from embodied_pref.experiments.reward_quality import RewardQualityConfig, run_reward_quality
 from embodied_pref.experiments.tasks import scripted_episodes, task_spec
@@ -227,6 +228,7 @@ def experiment(
             Annotated[LabelEfficiencyConfig, tyro.conf.subcommand("label-efficiency", prefix_name=False)],
             Annotated[ContinuousRegretConfig, tyro.conf.subcommand("continuous-regret", prefix_name=False)],
             Annotated[RegretExperimentConfig, tyro.conf.subcommand("regret", prefix_name=False)],
+            Annotated[RaplExperimentConfig, tyro.conf.subcommand("rapl", prefix_name=False)],
         ],
         tyro.conf.arg(name=""),
     ],
@@ -237,7 +239,8 @@ def experiment(
         config: Which experiment, and its settings.
     """
     runners = {RewardQualityConfig: run_reward_quality, LabelEfficiencyConfig: run_label_efficiency,
-               ContinuousRegretConfig: run_continuous_regret, RegretExperimentConfig: run_regret_experiment}
+               ContinuousRegretConfig: run_continuous_regret, RegretExperimentConfig: run_regret_experiment,
+               RaplExperimentConfig: run_rapl_experiment}
     runners[type(config)](config)
 
 

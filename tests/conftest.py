@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+
 import embodied_pref  # noqa: F401  (loads torch._dynamo before any EGL context; see its __init__)
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

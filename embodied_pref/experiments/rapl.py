@@ -1,0 +1,508 @@
+"""RAPL vs RLHF, frozen-encoder OT, TCC-OT and the ground truth: reward quality from ranked
+triplets on X-MAGICAL avoid (trained on one embodiment, tested on the others too) and Franka
+group, a label-efficiency curve, and PPO trained on each learned reward.
+
+Per task: scripted episodes of mixed quality (some good at the task but against the hidden
+preference) are rendered, subsampled to videos of T frames, and labelled by ranking random
+triplets with the ground-truth preference return. Every method scores a held-out video by a
+return: RAPL, TCC-OT and frozen-OT by the OT return against a reference demonstration (the
+best of a few expert demonstrations of the training embodiment, by ground truth), RLHF by its
+summed per-frame reward. Reported: Spearman of that return vs the ground-truth return across
+held-out videos, held-out triplet accuracy (share of the pairs inside held-out triplets that
+the return orders as the teacher did), both per label budget, and PPO's ground-truth return.
+
+Encoders: `start_from_tcc=True` (the quick preset, where ImageNet weights cannot be fetched)
+starts RAPL and RLHF from the TCC encoder, trained on unlabeled expert demonstrations from the
+initial backbone; otherwise they start from the initial backbone (ImageNet when
+`encoder.pretrained`, a weights file when `encoder.encoder_weights`, else random). Frozen-OT
+is OT on the initial backbone's pooled features. With `fine_tune=False` the backbone is frozen
+and only the 32-d projection (RAPL) or the scalar head (RLHF) is trained on precomputed
+features; `fine_tune=True` trains the whole encoder on frames (the paper's setting, for a GPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from embodied_pref.data import Trajectory
+from embodied_pref.experiments.results import mean_std, save_results
+from embodied_pref.experiments.tasks import task_spec
+from embodied_pref.metrics import spearman
+from embodied_pref.plots import plot_curves, plot_scatter
+from embodied_pref.rapl.alignment import AlignmentConfig, train_alignment
+from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder
+from embodied_pref.rapl.ot_reward import OTRewardConfig, best_reference, ot_returns
+from embodied_pref.rapl.rlhf import FrameRewardHead, PixelReward, RLHFConfig, clip_returns, train_rlhf
+from embodied_pref.rapl.tcc import TCCConfig, train_tcc
+from embodied_pref.rapl.training import OptimConfig, autocast, distributed_context
+from embodied_pref.rapl.triplets import Triplets, synthetic_triplets
+from embodied_pref.rapl.video_reward import FrameVideoReward, OTVideoReward
+from embodied_pref.rollout import rollout
+from policies.ppo import PPOAgent, PPOConfig
+from policies.visual_reward import VisualRewardWrapper
+
+TRAIN_EMBODIMENT = {"xmagical-avoid": "Gripper", "xmagical-group": "Gripper", "franka-group": "Panda",
+                    "franka-clutter": "Panda"}
+"""The embodiment whose videos are labelled, per task."""
+
+METHODS = ("rapl", "rlhf", "tcc-ot", "frozen-ot", "gt")
+LEARNED = ("rapl", "rlhf")
+
+
+@dataclass(frozen=True)
+class RaplExperimentConfig:
+    """Tasks, data, encoders, training budgets and PPO of the RAPL experiment."""
+
+    tasks: tuple[str, ...] = ("xmagical-avoid", "franka-group")
+    """Task names (see embodied_pref.experiments.tasks.TASKS)."""
+    cross_embodiments: tuple[str, ...] = ("Shortstick", "Mediumstick", "Longstick")
+    """Held-out embodiments tested on X-MAGICAL tasks (never labelled or trained on)."""
+    budgets: tuple[int, ...] = (25, 50, 100, 150, 300)
+    """Numbers of labelled triplets (the label-efficiency curve)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Repetitions: triplets, head initialization, batch order."""
+    train_episodes: int = 200
+    """Episodes of the training embodiment whose videos may be labelled."""
+    test_episodes: int = 60
+    """Held-out episodes per tested embodiment."""
+    demonstrations: int = 20
+    """Expert demonstrations (unlabeled) for TCC; the references are drawn from them."""
+    references: int = 5
+    """Candidate reference demonstrations; the best by ground truth becomes o⁺."""
+    violation_rate: float = 0.3
+    """Share of episodes whose demonstrator is good at the task but violates the preference."""
+    stride: int = 2
+    """Keep every stride-th frame (100 steps -> 51 frames; RAPL uses T ≈ 45)."""
+    render_size: int = 112
+    """Rendered frame size (pixels); the encoder resizes to encoder.image_size."""
+    equal_tolerance: float = 0.0
+    """Neutral and negative are labelled equal when their returns differ by at most this."""
+    test_triplets: int = 500
+    """Held-out triplets for triplet accuracy."""
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(pretrained=True))
+    """Backbone, projection width, start weights, frame size."""
+    start_from_tcc: bool = False
+    """Start RAPL and RLHF from the TCC encoder instead of the initial backbone."""
+    fine_tune: bool = True
+    """Train the whole encoder (True) or only the projection / scalar head on frozen features."""
+    tcc: TCCConfig = field(default_factory=lambda: TCCConfig(optim=OptimConfig(epochs=100, batch_size=4, learning_rate=1e-4)))
+    """TCC training of the TCC-OT encoder."""
+    alignment_steps: int = 1000
+    """Optimizer steps of RAPL's alignment training (epochs follow from the budget)."""
+    rlhf_steps: int = 1000
+    """Optimizer steps of the RLHF baseline."""
+    batch_size: int = 16
+    """Triplets per step for RAPL and RLHF."""
+    learning_rate: float = 1e-4
+    """Adam step size of RAPL and RLHF (projection/head-only training uses 10x)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay of RAPL and RLHF."""
+    sinkhorn_epsilon: float = 1.0
+    """Entropic weight of the OT reward (RAPL: 1)."""
+    ppo_tasks: tuple[str, ...] = ("xmagical-avoid", "franka-group")
+    """Tasks on which PPO trains on each reward (on the training embodiment)."""
+    ppo_methods: tuple[str, ...] = ("rapl", "rlhf", "tcc-ot", "gt")
+    """Rewards PPO trains on."""
+    ppo_budget: int = 150
+    """The learned rewards PPO uses are those trained on this many triplets (first seed)."""
+    ppo_steps: int = 500_000
+    """PPO environment steps per reward."""
+    ppo_eval_episodes: int = 20
+    """Episodes of the final policy, scored by ground-truth return."""
+    ppo_return_std: float = 10.0
+    """Learned rewards are scaled so that training videos' returns have this std."""
+    device: str = "auto"
+    """"auto": CUDA when available (AMP on), else CPU."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    quick: bool = False
+    """Use the CPU preset QUICK (≤ 30 minutes), overriding the fields it sets."""
+    out: Path = Path("runs/experiments/rapl")
+    """Directory for results.json, table.md, checkpoints and plots."""
+    images: Path | None = Path("docs/images")
+    """Also copy the PNGs here as rapl_*.png (None: only under out)."""
+
+    def __post_init__(self) -> None:
+        for name in self.tasks:
+            if name not in TRAIN_EMBODIMENT:
+                raise ValueError(f"field 'tasks': expected names from {sorted(TRAIN_EMBODIMENT)}, found {name!r}")
+        for name in self.ppo_methods:
+            if name not in METHODS:
+                raise ValueError(f"field 'ppo_methods': expected names from {METHODS}, found {name!r}")
+        if self.references > self.demonstrations:
+            raise ValueError(f"field 'references': expected <= demonstrations ({self.demonstrations}), found {self.references}")
+        if self.ppo_budget not in self.budgets and self.ppo_steps > 0:
+            raise ValueError(f"field 'ppo_budget': expected one of budgets {self.budgets}, found {self.ppo_budget}")
+
+    def resolved(self) -> RaplExperimentConfig:
+        """This config, with the QUICK preset applied when `quick`."""
+        return dataclasses.replace(self, **QUICK, quick=False) if self.quick else self
+
+
+QUICK: dict[str, Any] = dict(
+    seeds=(0, 1),
+    train_episodes=60,
+    test_episodes=30,
+    demonstrations=8,
+    references=3,
+    stride=4,
+    render_size=64,
+    test_triplets=300,
+    encoder=EncoderConfig(pretrained=False, image_size=64),
+    start_from_tcc=True,
+    fine_tune=False,
+    tcc=TCCConfig(frames_per_video=12, optim=OptimConfig(epochs=25, batch_size=4, learning_rate=3e-4)),
+    alignment_steps=300,
+    rlhf_steps=300,
+    ppo_tasks=("xmagical-avoid",),
+    ppo_methods=("rapl", "rlhf", "gt"),
+    ppo_steps=12_000,
+    ppo_eval_episodes=10,
+    threads=2,
+)
+"""CPU preset: ImageNet weights are unreachable, so the backbone starts random and RAPL/RLHF
+start from the TCC encoder trained on 8 demonstrations; the backbone is frozen after TCC;
+64-pixel frames, every 4th frame (26 per episode); two seeds; short PPO on X-MAGICAL only."""
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+class _RenderEvery(gymnasium.Wrapper):
+    """render() draws a new frame only on every stride-th step (and at the episode's end),
+    else repeats the last one: subsampled videos need no more, and rendering dominates."""
+
+    def __init__(self, env: gymnasium.Env, stride: int) -> None:
+        super().__init__(env)
+        self.stride, self._steps, self._frame, self._done = stride, 0, None, False
+
+    def reset(self, **kwargs: Any):
+        self._steps, self._frame, self._done = 0, None, False
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        result = self.env.step(action)
+        self._steps += 1
+        self._done = bool(result[2] or result[3])
+        return result
+
+    def render(self):
+        if self._frame is None or self._steps % self.stride == 0 or self._done:
+            self._frame = self.env.render()
+        return self._frame
+
+
+def env_kwargs(task: str, render_size: int) -> dict[str, Any]:
+    """Keyword arguments of the task's env for rendering frames of `render_size` pixels."""
+    return {"render_mode": "rgb_array", "render_size": render_size}
+
+
+def episodes(task: str, embodiment: str, n: int, first_seed: int, config: RaplExperimentConfig,
+             expert: bool = False, desc: str = "episodes") -> list[Trajectory]:
+    """`n` scripted episodes with frames: mixed quality (uniform in [0, 1]) and a share
+    `violation_rate` violating the preference, or expert (quality 1, no violation)."""
+    spec = task_spec(task)
+    rng = np.random.default_rng(first_seed)
+    env = _RenderEvery(gymnasium.make(spec.env_id(embodiment, "state"), **env_kwargs(task, config.render_size)),
+                       config.stride)
+    try:
+        out = []
+        for i in tqdm(range(n), desc=f"{desc} {task} {embodiment}", leave=False):
+            quality = 1.0 if expert else float(rng.uniform(0, 1))
+            violate = False if expert else bool(rng.uniform() < config.violation_rate)
+            policy = spec.demonstrator(env, quality, violate, first_seed + i)
+            out.append(rollout(env, policy, first_seed + i, record_frames=True,
+                               metadata={"task": task, "quality": quality, "violates_preference": violate}))
+        return out
+    finally:
+        env.close()
+
+
+def videos(trajectories: list[Trajectory], stride: int) -> torch.Tensor:
+    """Subsampled frames: (N, T, H, W, 3) uint8 with T = max frames // stride (+1); shorter
+    episodes repeat their last frame."""
+    clips = [t.frames[::stride] for t in trajectories]
+    length = max(len(c) for c in clips)
+    padded = [np.concatenate([c, np.repeat(c[-1:], length - len(c), axis=0)]) for c in clips]
+    return torch.as_tensor(np.stack(padded))
+
+
+def gt_returns(trajectories: list[Trajectory]) -> np.ndarray:
+    """Ground-truth preference return per episode: (N,) float64."""
+    return np.array([float(t.rewards.sum()) for t in trajectories])
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+class _Embedding(nn.Module):
+    """frames (…, H, W, 3) uint8 -> head(backbone features): a FrameEncoder's backbone with
+    another head (a projection, or a scalar reward head)."""
+
+    def __init__(self, encoder: FrameEncoder, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder.features(frames))
+
+
+@torch.no_grad()
+def _apply(model: nn.Module, inputs: torch.Tensor, device: torch.device, amp: bool, batch: int = 8) -> torch.Tensor:
+    """model over (N, T, …) inputs in chunks of `batch` videos -> (N, T, …) float32 on CPU."""
+    model.eval().to(device)
+    out = []
+    for i in range(0, len(inputs), batch):
+        with autocast(device, amp):
+            out.append(model(inputs[i : i + batch].to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def _steps_to_epochs(steps: int, items: int, batch_size: int) -> int:
+    return max(1, math.ceil(steps / math.ceil(items / batch_size)))
+
+
+@dataclass
+class _TaskData:
+    """Everything one task's methods are trained and tested on."""
+
+    train_videos: torch.Tensor
+    train_returns: np.ndarray
+    tests: dict[str, tuple[torch.Tensor, np.ndarray]]
+    reference: torch.Tensor
+    demos: torch.Tensor
+
+
+def _task_data(task: str, config: RaplExperimentConfig) -> _TaskData:
+    train_emb = TRAIN_EMBODIMENT[task]
+    test_embs = (train_emb, *(config.cross_embodiments if task.startswith("xmagical") else ()))
+    train = episodes(task, train_emb, config.train_episodes, 10_000, config, desc="train")
+    demos = episodes(task, train_emb, config.demonstrations, 20_000, config, expert=True, desc="demos")
+    tests = {}
+    for emb in test_embs:
+        held_out = episodes(task, emb, config.test_episodes, 30_000, config, desc="test")
+        tests[emb] = (videos(held_out, config.stride), gt_returns(held_out))
+    candidates = gt_returns(demos)[: config.references]
+    demo_videos = videos(demos, config.stride)
+    return _TaskData(videos(train, config.stride), gt_returns(train), tests,
+                     demo_videos[best_reference(candidates)], demo_videos)
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def triplet_pair_accuracy(returns: np.ndarray, triplets: Triplets) -> float:
+    """Share of the strict pairs inside `triplets` that `returns` (N,) orders as labelled."""
+    first, second, target = triplets.pairs()
+    strict = target == 1.0
+    return float(np.mean(returns[first[strict]] > returns[second[strict]]))
+
+
+def _ot_scores(embed: Callable[[torch.Tensor], torch.Tensor], data: _TaskData, ot: OTRewardConfig) -> dict[str, np.ndarray]:
+    """OT return of every held-out video against the reference, per tested embodiment."""
+    reference = embed(data.reference[None])[0]
+    return {emb: ot_returns(embed(v), reference, ot).numpy() for emb, (v, _) in data.tests.items()}
+
+
+def _metrics(scores: dict[str, np.ndarray], data: _TaskData, test_triplets: dict[str, Triplets]) -> dict[str, dict[str, float]]:
+    return {emb: {"spearman": spearman(scores[emb], gt), "triplet_accuracy": triplet_pair_accuracy(scores[emb], test_triplets[emb])}
+            for emb, (_, gt) in data.tests.items()}
+
+
+# --- PPO ----------------------------------------------------------------------------------
+
+
+def _ppo_return(task: str, reward: Any, config: RaplExperimentConfig, scale: float, seed: int) -> float:
+    """Trains PPO on `reward` (None: ground truth) and returns the mean ground-truth return."""
+    spec, emb = task_spec(task), TRAIN_EMBODIMENT[task]
+    env_id = spec.env_id(emb, "state")
+    ppo_config = PPOConfig(seed=seed, device="cpu")
+    if reward is None:
+        agent = PPOAgent(env_id, ppo_config)
+    else:
+        reward.scale = scale
+        agent = PPOAgent(env_id, ppo_config, env_kwargs=env_kwargs(task, config.render_size),
+                         wrapper=lambda env: VisualRewardWrapper(env, reward, config.stride))
+    agent.train(None, config.ppo_steps, progress=False)
+    trajectories = agent.rollouts(config.ppo_eval_episodes, seed=90_000)
+    return float(np.mean(gt_returns(trajectories)))
+
+
+# --- the experiment -----------------------------------------------------------------------
+
+
+def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
+    """Runs every task; writes results.json, table.md and PNGs to `config.out` (and
+    `config.images`)."""
+    config = config.resolved()
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    ctx = distributed_context(config.device)
+    device, amp = ctx.device, True
+    ot = OTRewardConfig(sinkhorn=dataclasses.replace(OTRewardConfig().sinkhorn, epsilon=config.sinkhorn_epsilon))
+    rows: list[dict] = []
+    ppo_rows: list[dict] = []
+    notes: dict[str, str] = {}
+    result: dict = {}
+    for task in tqdm(config.tasks, desc="tasks"):
+        torch.manual_seed(0)
+        data = _task_data(task, config)
+        test_triplets = {emb: synthetic_triplets(gt, config.test_triplets, np.random.default_rng([7, i]), config.equal_tolerance)
+                         for i, (emb, (_, gt)) in enumerate(data.tests.items())}
+        initial = FrameEncoder(config.encoder)
+        start_note = ("timm ImageNet weights" if config.encoder.pretrained and config.encoder.encoder_weights is None
+                      else f"weights file {config.encoder.encoder_weights}" if config.encoder.encoder_weights else "random init")
+        # TCC on unlabeled expert demonstrations (the TCC-OT encoder; the quick start).
+        tcc_encoder = copy.deepcopy(initial)
+        tcc_optim = dataclasses.replace(config.tcc.optim, device=str(device), checkpoint_dir=config.out / "checkpoints" / task / "tcc")
+        train_tcc(tcc_encoder, data.demos, dataclasses.replace(config.tcc, optim=tcc_optim))
+        start = tcc_encoder if config.start_from_tcc else initial
+        notes[task] = (f"backbone {config.encoder.backbone} from {start_note}; RAPL/RLHF start from "
+                       + (f"the TCC encoder ({len(data.demos)} unlabeled demonstrations)" if config.start_from_tcc else "it"))
+
+        def embed_with(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+            return lambda v: _apply(model, v, device, amp)
+
+        baseline_scores = {
+            "frozen-ot": _ot_scores(embed_with(_Embedding(initial, nn.Identity())), data, ot),
+            "tcc-ot": _ot_scores(embed_with(tcc_encoder), data, ot),
+            "gt": {emb: gt for emb, (_, gt) in data.tests.items()},
+        }
+        if not config.fine_tune:
+            # Frozen backbone: features once; RAPL trains the projection, RLHF the head.
+            feats = embed_with(_Embedding(start, nn.Identity()))
+            train_inputs = feats(data.train_videos)
+            test_inputs = {emb: feats(v) for emb, (v, _) in data.tests.items()}
+            ref_inputs = feats(data.reference[None])[0]
+        for seed in tqdm(config.seeds, desc=f"seeds {task}", leave=False):
+            for budget in config.budgets:
+                triplets = synthetic_triplets(data.train_returns, budget, np.random.default_rng([seed, budget]),
+                                              config.equal_tolerance)
+                lr = config.learning_rate * (1 if config.fine_tune else 10)
+                optim = OptimConfig(batch_size=config.batch_size, learning_rate=lr, weight_decay=config.weight_decay,
+                                    seed=seed, device=str(device), resume=False)
+                torch.manual_seed(seed)
+                if config.fine_tune:
+                    rapl_model = copy.deepcopy(start)
+                    rlhf_model: nn.Module = PixelReward(copy.deepcopy(start))
+                    inputs = data.train_videos
+                else:
+                    rapl_model = copy.deepcopy(start.projection)
+                    rlhf_model = FrameRewardHead(start.feature_dim)
+                    inputs = train_inputs
+                ckpt = config.out / "checkpoints" / task / f"seed{seed}_n{budget}"
+                train_alignment(rapl_model, inputs, triplets, AlignmentConfig(loss="rapl", ot=ot, optim=dataclasses.replace(
+                    optim, epochs=_steps_to_epochs(config.alignment_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rapl")))
+                train_rlhf(rlhf_model, inputs, triplets, RLHFConfig(dataclasses.replace(
+                    optim, epochs=_steps_to_epochs(config.rlhf_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rlhf")))
+                if config.fine_tune:
+                    rapl_embed = embed_with(rapl_model)
+                    scores = {"rapl": _ot_scores(rapl_embed, data, ot),
+                              "rlhf": {emb: _apply(rlhf_model, v, device, amp).sum(1).numpy() for emb, (v, _) in data.tests.items()}}
+                    rapl_pipeline, rlhf_pipeline = rapl_model, rlhf_model
+                else:
+                    with torch.no_grad():
+                        rapl_model.cpu().eval()
+                        rlhf_model.cpu().eval()
+                        ref = rapl_model(ref_inputs)
+                        scores = {"rapl": {emb: ot_returns(rapl_model(x), ref, ot).numpy() for emb, x in test_inputs.items()},
+                                  "rlhf": {emb: clip_returns(rlhf_model, x).numpy() for emb, x in test_inputs.items()}}
+                    rapl_pipeline = _Embedding(start, rapl_model)
+                    rlhf_pipeline = _Embedding(start, rlhf_model)
+                for method, method_scores in {**scores, **baseline_scores}.items():
+                    for emb, m in _metrics(method_scores, data, test_triplets).items():
+                        rows.append({"task": task, "embodiment": emb, "method": method, "seed": seed, "budget": budget, **m})
+                if seed == config.seeds[0] and budget == config.ppo_budget:
+                    ppo_models = {"rapl": rapl_pipeline, "rlhf": rlhf_pipeline}
+                    train_emb = TRAIN_EMBODIMENT[task]
+                    _plot_scatter(config, task, data.tests[train_emb][1], scores["rapl"][train_emb], budget)
+        if task in config.ppo_tasks and config.ppo_steps > 0:
+            ppo_rows += _run_ppo(task, config, data, ppo_models, tcc_encoder, ot)
+        result = _report(config, rows, ppo_rows, notes)  # after every task, so a long run keeps what it has
+    return result
+
+
+def _reward_for(method: str, model: nn.Module, reference: torch.Tensor, ot: OTRewardConfig) -> Any:
+    if method == "rlhf":
+        return FrameVideoReward(model.cpu())
+    model = model.cpu().eval()
+    with torch.no_grad():
+        ref = model(reference)
+    return OTVideoReward(model, ref, ot)
+
+
+def _run_ppo(task: str, config: RaplExperimentConfig, data: _TaskData, models: dict[str, nn.Module],
+             tcc_encoder: FrameEncoder, ot: OTRewardConfig) -> list[dict]:
+    rows = []
+    for method in tqdm(config.ppo_methods, desc=f"PPO {task}", leave=False):
+        if method == "gt":
+            rows.append({"task": task, "method": method, "steps": config.ppo_steps,
+                         "gt_return": _ppo_return(task, None, config, 1.0, seed=config.seeds[0])})
+            continue
+        model = {"tcc-ot": tcc_encoder, **models}.get(method)
+        if model is None:
+            continue
+        reward = _reward_for(method, model, data.reference, ot)
+        train_returns = np.array([reward.prefix_return(reward.embed(v.numpy())) for v in data.train_videos])
+        scale = config.ppo_return_std / (float(train_returns.std()) + 1e-8)
+        rows.append({"task": task, "method": method, "steps": config.ppo_steps,
+                     "gt_return": _ppo_return(task, reward, config, scale, seed=config.seeds[0]),
+                     "train_spearman": spearman(train_returns, data.train_returns)})
+    return rows
+
+
+def _plot_scatter(config: RaplExperimentConfig, task: str, gt: np.ndarray, learned: np.ndarray, budget: int) -> None:
+    for folder in {config.out, *(() if config.images is None else (config.images,))}:
+        folder.mkdir(parents=True, exist_ok=True)
+        plot_scatter(gt, learned, folder / f"rapl_{task}_scatter.png",
+                     title=f"RAPL, {task}, {budget} triplets", ylabel="RAPL OT return")
+
+
+def _report(config: RaplExperimentConfig, rows: list[dict], ppo_rows: list[dict], notes: dict[str, str]) -> dict:
+    """Writes the tables and plots of the tasks done so far."""
+    tasks = [t for t in config.tasks if any(r["task"] == t for r in rows)]
+    table: list[str] = []
+    for metric, title in (("spearman", "Spearman of learned vs ground-truth return, held-out videos"),
+                          ("triplet_accuracy", "Held-out triplet accuracy (pairs ordered as labelled)")):
+        table += [f"### {title} (mean ± std over {len(config.seeds)} seeds)", "",
+                  "| task | test embodiment | method | " + " | ".join(f"{b} triplets" for b in config.budgets) + " |",
+                  "|---|---|---|" + "---:|" * len(config.budgets)]
+        for task in tasks:
+            embs = list(dict.fromkeys(r["embodiment"] for r in rows if r["task"] == task))
+            for emb in embs:
+                for method in METHODS:
+                    cells = [mean_std([r[metric] for r in rows if (r["task"], r["embodiment"], r["method"], r["budget"])
+                                       == (task, emb, method, b)]) for b in config.budgets]
+                    seen = "" if emb == TRAIN_EMBODIMENT[task] else " (unseen)"
+                    table.append(f"| {task} | {emb}{seen} | {method} | " + " | ".join(cells) + " |")
+        table.append("")
+    if ppo_rows:
+        table += ["### PPO on each reward: mean ground-truth return of the final policy", "",
+                  "| task | reward | env steps | GT return |", "|---|---|---:|---:|"]
+        table += [f"| {r['task']} | {r['method']} | {r['steps']:,} | {r['gt_return']:.2f} |" for r in ppo_rows]
+        table.append("")
+    table += [f"- {task}: {note}" for task, note in notes.items()]
+    for task in tasks:
+        task_rows = [r for r in rows if r["task"] == task]
+        embs = list(dict.fromkeys(r["embodiment"] for r in task_rows))
+        curves = {}
+        for emb in embs:
+            label = f"Spearman, {emb}" + ("" if emb == TRAIN_EMBODIMENT[task] else " (unseen)")
+            curves[label] = {m: [[r["spearman"] for r in task_rows if (r["embodiment"], r["method"], r["budget"]) == (emb, m, b)]
+                                 for b in config.budgets] for m in METHODS if m != "gt"}
+        for folder in {config.out, *(() if config.images is None else (config.images,))}:
+            folder.mkdir(parents=True, exist_ok=True)
+            plot_curves(list(config.budgets), curves, folder / f"rapl_{task}_label_efficiency.png",
+                        title=f"{task}: reward quality vs labelled triplets", xlabel="triplets")
+    return save_results(config.out, config, rows, table, ppo=ppo_rows, notes=notes)

@@ -1,0 +1,158 @@
+"""The training loop the RAPL trainers share: AdamW over minibatches of item indices, optional
+CUDA autocast (bfloat16), DistributedDataParallel under `torchrun`, checkpoints and resume.
+
+A trainer supplies `batch_loss(model, indices) -> (loss, metrics)`; the loop draws `indices`
+(a (B,) int64 tensor into its N items) with a DistributedSampler when WORLD_SIZE > 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from tqdm.auto import tqdm
+
+BatchLoss = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+"""(model, indices (B,) int64) -> (scalar loss, metrics for the log)."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimization, hardware and checkpointing of one training run."""
+
+    epochs: int = 50
+    """Passes over the items."""
+    batch_size: int = 16
+    """Items per step (per process under DDP)."""
+    learning_rate: float = 1e-3
+    """AdamW step size."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 10.0
+    """Max gradient norm (0: no clipping)."""
+    seed: int = 0
+    """Seeds the initialization-independent randomness: batch order."""
+    device: str = "auto"
+    """"auto": CUDA (the local rank's GPU under torchrun) when available, else CPU."""
+    amp: bool = True
+    """bfloat16 autocast on CUDA (ignored on CPU)."""
+    checkpoint_dir: Path | None = None
+    """Where last.pt is written after every epoch (None: no checkpoints)."""
+    resume: bool = True
+    """Continue from checkpoint_dir/last.pt when it exists."""
+    progress: bool = False
+    """Show a progress bar over epochs."""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"field '{name}': expected an int >= 1, found {getattr(self, name)!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"field 'learning_rate': expected a positive float, found {self.learning_rate!r}")
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_context(device: str = "auto") -> DistributedContext:
+    """Joins the process group when WORLD_SIZE > 1 (as set by torchrun); picks the device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if world_size > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    rank = torch.distributed.get_rank() if world_size > 1 else 0
+    return DistributedContext(rank, world_size, dev)
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA when enabled, else a no-op."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                    history: list[dict], config: OptimConfig) -> None:
+    """Atomically writes model, optimizer, finished epochs and history to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                "history": history, "config": {k: str(v) for k, v in asdict(config).items()}}, tmp)
+    os.replace(tmp, path)
+
+
+def _batches(n: int, config: OptimConfig, ctx: DistributedContext, epoch: int) -> Iterator[torch.Tensor]:
+    dataset = TensorDataset(torch.arange(n))
+    if ctx.world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed)
+        sampler.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler)
+    else:
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
+    for (indices,) in loader:
+        yield indices
+
+
+def fit(model: nn.Module, batch_loss: BatchLoss, n_items: int, config: OptimConfig, desc: str = "train") -> list[dict]:
+    """Trains `model` in place on minibatches of its `n_items` items; returns one dict of mean
+    metrics per epoch (including the epochs of a resumed checkpoint)."""
+    if n_items < 1:
+        raise ValueError(f"n_items: expected at least one training item, found {n_items}")
+    ctx = distributed_context(config.device)
+    model.to(ctx.device)
+    wrapped: nn.Module = model
+    if ctx.world_size > 1:
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model: no trainable parameters (is everything frozen?)")
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    history: list[dict] = []
+    start = 0
+    ckpt = None if config.checkpoint_dir is None else Path(config.checkpoint_dir) / "last.pt"
+    if ckpt is not None and config.resume and ckpt.exists():
+        state = torch.load(ckpt, map_location=ctx.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = int(state["epoch"]), list(state["history"])
+    for epoch in tqdm(range(start, config.epochs), desc=desc, disable=not (config.progress and ctx.is_main), leave=False):
+        wrapped.train()
+        sums: dict[str, list[float]] = {}
+        for indices in _batches(n_items, config, ctx, epoch):
+            with autocast(ctx.device, config.amp):
+                loss, metrics = batch_loss(wrapped, indices.to(ctx.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            for key, value in {"loss": float(loss.detach()), **metrics}.items():
+                sums.setdefault(key, []).append(value)
+        history.append({"epoch": epoch + 1, **{k: float(np.mean(v)) for k, v in sums.items()}})
+        if ckpt is not None and ctx.is_main:
+            save_checkpoint(ckpt, model, optimizer, epoch + 1, history, config)
+    model.eval()
+    return history
