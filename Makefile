@@ -33,6 +33,8 @@ test: setup browser
 bench: setup
 	$(PY) bench/reward_pipeline.py
 	$(PY) bench/envs.py
+	$(PY) bench/ot.py
+	$(PY) bench/ui.py
 
 clean:
 	rm -rf $(VENV) runs
