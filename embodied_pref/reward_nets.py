@@ -63,7 +63,8 @@ def _inputs(config: RewardNetConfig, obs, acts, next_obs):
     return torch.cat(parts, dim=-1)
 
 
-def _mlp(width_in: int, hidden_sizes: tuple[int, ...]) -> nn.Sequential:
+def scalar_mlp(width_in: int, hidden_sizes: tuple[int, ...]) -> nn.Sequential:
+    """(..., width_in) -> (..., 1): LeakyReLU hidden layers of the given widths."""
     layers: list[nn.Module] = []
     for width in hidden_sizes:
         layers += [nn.Linear(width_in, width), nn.LeakyReLU()]
@@ -83,11 +84,11 @@ class RewardMLP(nn.Module):
         super().__init__()
         self.config = config
         input_dim = obs_dim * (config.use_state + config.use_next_state) + act_dim * config.use_action
-        self.net = _mlp(input_dim, config.hidden_sizes)
+        self.net = scalar_mlp(input_dim, config.hidden_sizes)
         self.register_buffer("input_mean", torch.zeros(input_dim))
         self.register_buffer("input_std", torch.ones(input_dim))
         if config.potential:
-            self.potential = _mlp(obs_dim, config.hidden_sizes)
+            self.potential = scalar_mlp(obs_dim, config.hidden_sizes)
             self.register_buffer("obs_mean", torch.zeros(obs_dim))
             self.register_buffer("obs_std", torch.ones(obs_dim))
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from embodied_pref.reward_nets import scalar_mlp
+
 
 @dataclass(frozen=True)
 class ValueFitConfig:
@@ -46,13 +48,7 @@ class ValueFunction(nn.Module):
 
     def __init__(self, obs_dim: int, hidden_sizes: tuple[int, ...], source: dict[str, Any]) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width_in = obs_dim
-        for width in hidden_sizes:
-            layers += [nn.Linear(width_in, width), nn.LeakyReLU()]
-            width_in = width
-        layers.append(nn.Linear(width_in, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = scalar_mlp(obs_dim, hidden_sizes)
         self.obs_dim, self.hidden_sizes, self.source = obs_dim, tuple(hidden_sizes), dict(source)
         self.validation_r2 = float("nan")
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
