@@ -18,6 +18,9 @@ initial backbone; otherwise they start from the initial backbone (ImageNet when
 is OT on the initial backbone's pooled features. With `fine_tune=False` the backbone is frozen
 and only the 32-d projection (RAPL) or the scalar head (RLHF) is trained on precomputed
 features; `fine_tune=True` trains the whole encoder on frames (the paper's setting, for a GPU).
+
+Rendered videos are cached under `out/cache` (`cache_videos`), so reruns with the same data
+fields skip rendering; a finished TCC run is resumed from its checkpoint under `out/checkpoints`.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ TRAIN_EMBODIMENT = {"xmagical-avoid": "Gripper", "xmagical-group": "Gripper", "f
 
 METHODS = ("rapl", "rlhf", "tcc-ot", "frozen-ot", "gt")
 LEARNED = ("rapl", "rlhf")
+SHORT_PPO_STEPS = 100_000
+"""PPO runs with fewer environment steps are reported as short runs."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,11 @@ class RaplExperimentConfig:
     """torch CPU threads (0: torch's default)."""
     quick: bool = False
     """Use the CPU preset QUICK (≤ 30 minutes), overriding the fields it sets."""
+    checkpoint_every: int = 1
+    """Epochs between the checkpoints of TCC, RAPL and RLHF runs (the last epoch is always written)."""
+    cache_videos: bool = True
+    """Keep rendered episode videos under out/cache (keyed by task, embodiment, seeds and the
+    rendering fields) and reuse them in later runs."""
     out: Path = Path("runs/experiments/rapl")
     """Directory for results.json, table.md, checkpoints and plots."""
     images: Path | None = Path("docs/images")
@@ -151,7 +161,6 @@ class RaplExperimentConfig:
 
 
 QUICK: dict[str, Any] = dict(
-    seeds=(0, 1),
     train_episodes=60,
     test_episodes=30,
     demonstrations=8,
@@ -159,7 +168,7 @@ QUICK: dict[str, Any] = dict(
     stride=4,
     render_size=64,
     test_triplets=300,
-    encoder=EncoderConfig(pretrained=False, image_size=64),
+    encoder=EncoderConfig(pretrained=False, image_size=64, pool_grid=2),
     start_from_tcc=True,
     fine_tune=False,
     tcc=TCCConfig(frames_per_video=12, optim=OptimConfig(epochs=25, batch_size=4, learning_rate=3e-4)),
@@ -167,13 +176,19 @@ QUICK: dict[str, Any] = dict(
     rlhf_steps=300,
     ppo_tasks=("xmagical-avoid",),
     ppo_methods=("rapl", "rlhf", "gt"),
-    ppo_steps=12_000,
+    ppo_steps=4_096,
+    checkpoint_every=1_000,
     ppo_eval_episodes=10,
     threads=2,
 )
 """CPU preset: ImageNet weights are unreachable, so the backbone starts random and RAPL/RLHF
 start from the TCC encoder trained on 8 demonstrations; the backbone is frozen after TCC;
-64-pixel frames, every 4th frame (26 per episode); two seeds; short PPO on X-MAGICAL only."""
+64-pixel frames, every 4th frame (26 per episode); three seeds. The frozen random/TCC
+backbone's features keep their 2×2 spatial grid (`pool_grid=2`, 4·512 features, the same for
+every method) rather than global average pooling, which discards where the agent is. Whole-
+encoder or last-stage fine-tuning is the paper's setting but does not fit the CPU budget
+(layer4 alone: ~5 s per 16-triplet step on 2 cores). PPO is a short run (4,096 env steps, X-MAGICAL
+only); checkpoints are written at the end of each run only."""
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -284,19 +299,36 @@ class _TaskData:
     demos: torch.Tensor
 
 
+def episode_videos(task: str, embodiment: str, n: int, first_seed: int, config: RaplExperimentConfig,
+                   expert: bool = False, desc: str = "episodes") -> tuple[torch.Tensor, np.ndarray]:
+    """Subsampled videos (N, T, H, W, 3) uint8 and ground-truth returns (N,) of `episodes(...)`,
+    read from `config.out/cache` when an earlier run (or another method) rendered the same
+    episodes: the file name holds everything the episodes depend on."""
+    key = (f"{task}_{embodiment}_n{n}_s{first_seed}_{'expert' if expert else f'v{config.violation_rate:g}'}"
+           f"_stride{config.stride}_px{config.render_size}")
+    path = None if not config.cache_videos else config.out / "cache" / f"{key}.npz"
+    if path is not None and path.is_file():
+        with np.load(path) as stored:
+            return torch.from_numpy(stored["videos"]), stored["returns"]
+    trajectories = episodes(task, embodiment, n, first_seed, config, expert=expert, desc=desc)
+    clips, returns = videos(trajectories, config.stride), gt_returns(trajectories)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, videos=clips.numpy(), returns=returns)
+        tmp.replace(path)
+    return clips, returns
+
+
 def _task_data(task: str, config: RaplExperimentConfig) -> _TaskData:
     train_emb = TRAIN_EMBODIMENT[task]
     test_embs = (train_emb, *(config.cross_embodiments if task.startswith("xmagical") else ()))
-    train = episodes(task, train_emb, config.train_episodes, 10_000, config, desc="train")
-    demos = episodes(task, train_emb, config.demonstrations, 20_000, config, expert=True, desc="demos")
-    tests = {}
-    for emb in test_embs:
-        held_out = episodes(task, emb, config.test_episodes, 30_000, config, desc="test")
-        tests[emb] = (videos(held_out, config.stride), gt_returns(held_out))
-    candidates = gt_returns(demos)[: config.references]
-    demo_videos = videos(demos, config.stride)
-    return _TaskData(videos(train, config.stride), gt_returns(train), tests,
-                     demo_videos[best_reference(candidates)], demo_videos)
+    train_videos, train_returns = episode_videos(task, train_emb, config.train_episodes, 10_000, config, desc="train")
+    demo_videos, demo_returns = episode_videos(task, train_emb, config.demonstrations, 20_000, config, expert=True,
+                                               desc="demos")
+    tests = {emb: episode_videos(task, emb, config.test_episodes, 30_000, config, desc="test") for emb in test_embs}
+    candidates = demo_returns[: config.references]
+    return _TaskData(train_videos, train_returns, tests, demo_videos[best_reference(candidates)], demo_videos)
 
 
 # --- evaluation ---------------------------------------------------------------------------
@@ -365,11 +397,15 @@ def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
                       else f"weights file {config.encoder.encoder_weights}" if config.encoder.encoder_weights else "random init")
         # TCC on unlabeled expert demonstrations (the TCC-OT encoder; the quick start).
         tcc_encoder = copy.deepcopy(initial)
-        tcc_optim = dataclasses.replace(config.tcc.optim, device=str(device), checkpoint_dir=config.out / "checkpoints" / task / "tcc")
+        tcc_optim = dataclasses.replace(config.tcc.optim, device=str(device), checkpoint_dir=config.out / "checkpoints" / task / "tcc",
+                                        checkpoint_every=config.checkpoint_every)
         train_tcc(tcc_encoder, data.demos, dataclasses.replace(config.tcc, optim=tcc_optim))
         start = tcc_encoder if config.start_from_tcc else initial
         notes[task] = (f"backbone {config.encoder.backbone} from {start_note}; RAPL/RLHF start from "
-                       + (f"the TCC encoder ({len(data.demos)} unlabeled demonstrations)" if config.start_from_tcc else "it"))
+                       + (f"the TCC encoder ({len(data.demos)} unlabeled demonstrations)" if config.start_from_tcc else "it")
+                       + (f"; last feature map average-pooled to a {config.encoder.pool_grid}×{config.encoder.pool_grid} grid"
+                          if config.encoder.pool_grid > 1 else "")
+                       + ("; whole encoder fine-tuned" if config.fine_tune else "; backbone frozen, projection / head trained"))
 
         def embed_with(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
             return lambda v: _apply(model, v, device, amp)
@@ -391,7 +427,7 @@ def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
                                               config.equal_tolerance)
                 lr = config.learning_rate * (1 if config.fine_tune else 10)
                 optim = OptimConfig(batch_size=config.batch_size, learning_rate=lr, weight_decay=config.weight_decay,
-                                    seed=seed, device=str(device), resume=False)
+                                    seed=seed, device=str(device), resume=False, checkpoint_every=config.checkpoint_every)
                 torch.manual_seed(seed)
                 if config.fine_tune:
                     rapl_model = copy.deepcopy(start)
@@ -491,6 +527,10 @@ def _report(config: RaplExperimentConfig, rows: list[dict], ppo_rows: list[dict]
         table += ["### PPO on each reward: mean ground-truth return of the final policy", "",
                   "| task | reward | env steps | GT return |", "|---|---|---:|---:|"]
         table += [f"| {r['task']} | {r['method']} | {r['steps']:,} | {r['gt_return']:.2f} |" for r in ppo_rows]
+        if config.ppo_steps < SHORT_PPO_STEPS:
+            table += ["", f"PPO rows are short runs ({config.ppo_steps:,} env steps, one seed, {config.ppo_eval_episodes} "
+                      "evaluation episodes): they check that each reward trains a policy end to end, they do not "
+                      "measure converged policy quality."]
         table.append("")
     table += [f"- {task}: {note}" for task, note in notes.items()]
     for task in tasks:

@@ -42,10 +42,17 @@ class EncoderConfig:
     """Frames are resized to image_size × image_size."""
     imagenet_normalize: bool = False
     """Subtract ImageNet mean and divide by std after scaling to [0, 1]."""
+    pool_grid: int = 1
+    """Average-pool the backbone's last feature map to pool_grid × pool_grid cells and
+    concatenate them (features: num_features · pool_grid²); 1 is global average pooling (RAPL).
+    A grid keeps where things are in the frame, which global pooling of features that were not
+    trained for the task (a random or briefly self-supervised backbone) mostly loses."""
 
     def __post_init__(self) -> None:
         if self.embedding_dim < 1:
             raise ValueError(f"field 'embedding_dim': expected an int >= 1, found {self.embedding_dim!r}")
+        if self.pool_grid < 1:
+            raise ValueError(f"field 'pool_grid': expected an int >= 1, found {self.pool_grid!r}")
         if self.image_size < 8:
             raise ValueError(f"field 'image_size': expected an int >= 8, found {self.image_size!r}")
         if self.encoder_weights is not None and not Path(self.encoder_weights).is_file():
@@ -82,9 +89,10 @@ class FrameEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = timm.create_model(
-            config.backbone, pretrained=config.pretrained and config.encoder_weights is None, num_classes=0
+            config.backbone, pretrained=config.pretrained and config.encoder_weights is None, num_classes=0,
+            **({} if config.pool_grid == 1 else {"global_pool": ""}),
         )
-        self.projection = nn.Linear(self.backbone.num_features, config.embedding_dim)
+        self.projection = nn.Linear(self.feature_dim, config.embedding_dim)
         if config.encoder_weights is not None:
             self.load_weights(config.encoder_weights)
         if config.freeze_backbone:
@@ -93,7 +101,7 @@ class FrameEncoder(nn.Module):
     @property
     def feature_dim(self) -> int:
         """Width of the backbone's pooled features."""
-        return int(self.backbone.num_features)
+        return int(self.backbone.num_features) * self.config.pool_grid ** 2
 
     def train(self, mode: bool = True) -> FrameEncoder:
         super().train(mode)
@@ -101,14 +109,20 @@ class FrameEncoder(nn.Module):
             self.backbone.eval()
         return self
 
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(x)
+        if self.config.pool_grid > 1:
+            out = F.adaptive_avg_pool2d(out, self.config.pool_grid).flatten(1)
+        return out
+
     def features(self, frames: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Backbone features: frames (…, H, W, 3) uint8 -> (…, feature_dim), in chunks of
         `batch_size` frames."""
         lead = frames.shape[:-3]
         flat = frames.reshape(-1, *frames.shape[-3:])
         chunks = [
-            self.backbone(preprocess_frames(flat[i : i + batch_size], self.config.image_size,
-                                            self.config.imagenet_normalize))
+            self._pooled(preprocess_frames(flat[i : i + batch_size], self.config.image_size,
+                                           self.config.imagenet_normalize))
             for i in range(0, flat.shape[0], batch_size)
         ]
         return torch.cat(chunks).reshape(*lead, -1)

@@ -44,14 +44,16 @@ class OptimConfig:
     amp: bool = True
     """bfloat16 autocast on CUDA (ignored on CPU)."""
     checkpoint_dir: Path | None = None
-    """Where last.pt is written after every epoch (None: no checkpoints)."""
+    """Where last.pt is written (None: no checkpoints)."""
+    checkpoint_every: int = 1
+    """Write last.pt after every checkpoint_every-th epoch and after the last one."""
     resume: bool = True
     """Continue from checkpoint_dir/last.pt when it exists."""
     progress: bool = False
     """Show a progress bar over epochs."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"field '{name}': expected an int >= 1, found {getattr(self, name)!r}")
         if not self.learning_rate > 0:
@@ -152,7 +154,7 @@ def fit(model: nn.Module, batch_loss: BatchLoss, n_items: int, config: OptimConf
             for key, value in {"loss": float(loss.detach()), **metrics}.items():
                 sums.setdefault(key, []).append(value)
         history.append({"epoch": epoch + 1, **{k: float(np.mean(v)) for k, v in sums.items()}})
-        if ckpt is not None and ctx.is_main:
+        if ckpt is not None and ctx.is_main and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
             save_checkpoint(ckpt, model, optimizer, epoch + 1, history, config)
     model.eval()
     return history

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
+import torch
 
 from embodied_pref.data import Trajectory
-from embodied_pref.experiments.rapl import QUICK, RaplExperimentConfig, triplet_pair_accuracy, videos
+from embodied_pref.experiments import rapl
+from embodied_pref.experiments.rapl import QUICK, SHORT_PPO_STEPS, RaplExperimentConfig, triplet_pair_accuracy, videos
 from embodied_pref.rapl.triplets import Triplets, synthetic_triplets
 
 
@@ -37,3 +39,27 @@ def test_config_validation_and_quick_preset():
     quick = RaplExperimentConfig(quick=True).resolved()
     assert not quick.quick and quick.fine_tune is False and quick.start_from_tcc
     assert quick.encoder.pretrained is False and quick.stride == QUICK["stride"]
+
+
+def test_episode_videos_are_cached_by_config(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_episodes(task, embodiment, n, first_seed, config, expert=False, desc=""):
+        calls.append((embodiment, n, config.stride))
+        return [_trajectory(8, first_seed + i) for i in range(n)]
+
+    monkeypatch.setattr(rapl, "episodes", fake_episodes)
+    config = RaplExperimentConfig(out=tmp_path, stride=2)
+    first, returns = rapl.episode_videos("xmagical-avoid", "Gripper", 3, 5, config)
+    again, returns_again = rapl.episode_videos("xmagical-avoid", "Gripper", 3, 5, config)
+    assert len(calls) == 1 and first.shape == (3, 5, 2, 2, 3) and first.dtype == again.dtype
+    assert torch.equal(first, again) and np.array_equal(returns, returns_again)
+    rapl.episode_videos("xmagical-avoid", "Gripper", 3, 5, RaplExperimentConfig(out=tmp_path, stride=4))
+    rapl.episode_videos("xmagical-avoid", "Shortstick", 3, 5, config)
+    rapl.episode_videos("xmagical-avoid", "Gripper", 3, 5, RaplExperimentConfig(out=tmp_path, stride=2, cache_videos=False))
+    assert len(calls) == 4 and not list(tmp_path.glob("cache/*.tmp*"))
+
+
+def test_quick_ppo_is_a_short_run():
+    quick = RaplExperimentConfig(quick=True).resolved()
+    assert 0 < quick.ppo_steps < SHORT_PPO_STEPS

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from embodied_pref.rapl.alignment import AlignmentConfig, alignment_loss, train_alignment, triplet_accuracy
@@ -83,3 +84,24 @@ def test_tcc_loss_prefers_aligned_videos_and_training_lowers_it():
     model = torch.nn.Linear(4, 8)
     history = train_tcc(model, videos, TCCConfig(optim=OptimConfig(epochs=40, batch_size=3, learning_rate=1e-2, device="cpu")))
     assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_checkpoint_every_writes_the_last_epoch(tmp_path, monkeypatch):
+    from embodied_pref.rapl import training
+
+    saved = []
+    real = training.save_checkpoint
+
+    def recording(path, model, optimizer, epoch, *rest):
+        saved.append(epoch)
+        real(path, model, optimizer, epoch, *rest)
+
+    monkeypatch.setattr(training, "save_checkpoint", recording)
+    videos, quality = _task()
+    triplets = synthetic_triplets(quality, 32, np.random.default_rng(1))
+    optim = OptimConfig(epochs=5, batch_size=16, device="cpu", checkpoint_dir=tmp_path, checkpoint_every=2)
+    train_alignment(_projection(), videos, triplets, AlignmentConfig(optim=optim))
+    assert saved == [2, 4, 5]
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 5
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        OptimConfig(checkpoint_every=0)

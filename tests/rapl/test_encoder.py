@@ -49,3 +49,21 @@ def test_bad_weights_are_named(tmp_path):
         FrameEncoder(EncoderConfig(backbone="resnet10t", image_size=32, encoder_weights=other))
     with pytest.raises(ValueError, match="encoder_weights"):
         EncoderConfig(encoder_weights=tmp_path / "missing.pt")
+
+
+def test_pool_grid_keeps_cells_and_loads_global_pool_weights(tmp_path):
+    torch.manual_seed(0)
+    source = FrameEncoder(EncoderConfig(backbone="resnet10t", embedding_dim=8, image_size=64)).eval()
+    path = tmp_path / "backbone.pt"
+    torch.save(source.backbone.state_dict(), path)
+    grid = FrameEncoder(EncoderConfig(backbone="resnet10t", embedding_dim=8, image_size=64, pool_grid=2,
+                                      encoder_weights=path)).eval()
+    assert grid.feature_dim == 4 * source.feature_dim and grid.projection.in_features == grid.feature_dim
+    frames = _frames()
+    cells = grid.features(frames)
+    assert cells.shape == (2, 3, grid.feature_dim) and grid(frames).shape == (2, 3, 8)
+    # The mean over the grid cells is global average pooling of the same backbone.
+    pooled = cells.reshape(2, 3, source.feature_dim, 4).mean(-1)
+    torch.testing.assert_close(pooled, source.features(frames), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="pool_grid"):
+        EncoderConfig(pool_grid=0)
