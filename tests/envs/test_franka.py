@@ -81,33 +81,32 @@ def _assert_ranked(better: list[float], worse: list[float], n_se: float) -> None
     assert mean > n_se * se and mean > 0, (mean, se, better, worse)
 
 
-def test_group_gt_reward_ranks_expert_noisy_random_and_violation():
-    env = FrankaPushEnv("group")
-    expert = [_gt_return(env, s, 1.0) for s in SEEDS]
-    noisy = [_gt_return(env, s, 0.5) for s in SEEDS]
-    random = [_gt_return(env, s, 0.0) for s in SEEDS]
-    apart = [_gt_return(env, s, 1.0, violation=1.0) for s in SEEDS]
+def _returns_by_demonstrator(task: str, seeds) -> dict[str, list[float]]:
+    """GT return per seed of the expert, the noisy and random pushers, and the violating expert."""
+    env = FrankaPushEnv(task)
+    knobs = {"expert": (1.0, 0.0), "noisy": (0.5, 0.0), "random": (0.0, 0.0), "violating": (1.0, 1.0)}
+    returns = {name: [_gt_return(env, s, quality, violation) for s in seeds]
+               for name, (quality, violation) in knobs.items()}
     env.close()
-    # Paired over the same layouts.
-    _assert_ranked(expert, noisy, 2.0)
-    _assert_ranked(noisy, random, 2.0)
-    _assert_ranked(expert, random, 2.0)
-    _assert_ranked(expert, apart, 2.0)
+    return returns
+
+
+def test_group_gt_reward_ranks_expert_noisy_random_and_violation():
+    r = _returns_by_demonstrator("group", SEEDS)
+    # Paired over the same layouts; the violating expert leaves the blocks apart.
+    _assert_ranked(r["expert"], r["noisy"], 2.0)
+    _assert_ranked(r["noisy"], r["random"], 2.0)
+    _assert_ranked(r["expert"], r["random"], 2.0)
+    _assert_ranked(r["expert"], r["violating"], 2.0)
 
 
 def test_clutter_gt_reward_ranks_expert_noisy_random_and_violation():
     # Random arms rarely reach the blocks, so noisy and random differ less here than on
-    # group: ten layouts.
-    seeds = range(10)
-    env = FrankaPushEnv("clutter")
-    expert = [_gt_return(env, s, 1.0) for s in seeds]
-    noisy = [_gt_return(env, s, 0.5) for s in seeds]
-    random = [_gt_return(env, s, 0.0) for s in seeds]
-    through = [_gt_return(env, s, 1.0, violation=1.0) for s in seeds]
-    env.close()
-    _assert_ranked(expert, noisy, 2.0)
-    _assert_ranked(noisy, random, 2.0)
-    _assert_ranked(expert, through, 2.0)
+    # group: ten layouts. The violating expert ploughs through the distractors.
+    r = _returns_by_demonstrator("clutter", range(10))
+    _assert_ranked(r["expert"], r["noisy"], 2.0)
+    _assert_ranked(r["noisy"], r["random"], 2.0)
+    _assert_ranked(r["expert"], r["violating"], 2.0)
 
 
 def test_kitchen_third_person_frames_show_the_arm_moving():
