@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from embodied_pref.data import Clip, Query, Trajectory
+from embodied_pref.query_selection import distinct_sets
 from embodied_pref.store import PreferenceDataset
 
 INSTRUCTIONS = """# Which robot does the task better?
@@ -68,12 +69,6 @@ def build_demo_dataset(root: Path, n_trajectories: int = 4, clip_length: int = 2
     for clip in clips:
         ds.write_preview(clip.id)
     rng = np.random.default_rng(0)
-    stored = []
-    for _ in range(queries):
-        a, b = rng.choice(len(clips), 2, replace=False)
-        stored.append(Query((clips[a].id, clips[b].id)))
-    for _ in range(triplets):
-        a, b, c = rng.choice(len(clips), 3, replace=False)
-        stored.append(Query((clips[a].id, clips[b].id, clips[c].id)))
-    ds.add_queries(stored)
+    rows = [*distinct_sets(len(clips), 2, queries, rng), *distinct_sets(len(clips), 3, triplets, rng)]
+    ds.add_queries([Query(tuple(clips[i].id for i in row)) for row in rows])
     return ds

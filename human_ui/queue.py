@@ -12,7 +12,8 @@ Rules:
 - overlap queries waiting for their second answer come first, then unanswered queries in
   the order they were stored; a query handed to an annotator is theirs until answered;
 - when nothing is left, ``batch_size`` new queries are selected from the clips that have a
-  preview: uniformly, or by ensemble disagreement once a reward model exists.
+  preview, never a set of clips asked before: uniformly, or by ensemble disagreement once a
+  reward model exists (uniformly if the clips of the commonest length cannot fill a query).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from embodied_pref.data import Label, Outcome, Query
-from embodied_pref.query_selection import pair_scores, random_pairs, select_pairs
+from embodied_pref.query_selection import asked_sets, distinct_sets, pair_scores, select_pairs
 from embodied_pref.reward_nets import RewardEnsemble
 from embodied_pref.segments import clip_batch
 from embodied_pref.store import DatasetError, PreferenceDataset
@@ -240,38 +241,40 @@ class LabelQueue:
     # --- new queries ------------------------------------------------------------------------
 
     def _generate(self) -> bool:
-        """Select and store ``batch_size`` new queries; False if the clips cannot make one."""
+        """Select and store up to ``batch_size`` new queries, never a set of clips asked
+        before; False if the clips with a preview cannot make a new one."""
         k = self.config.clips_per_query
         clips = [c for c in self.dataset.clips() if self.dataset.preview_path(c.id).is_file()]
-        if len(clips) < k:
-            return False
         method = "disagreement" if (self.config.selection == "disagreement"
                                     and self.ensemble is not None) else "uniform"
         if method == "disagreement":  # one stacked pool needs one clip length
-            length = Counter(c.length for c in clips).most_common(1)[0][0]
-            clips = [c for c in clips if c.length == length]
-            if len(clips) < k:
-                method, clips = "uniform", clips
-        ids = [c.id for c in clips]
-        n = self.config.batch_size
-        if k == 2:
-            if method == "uniform":
-                first, second = random_pairs(len(ids), n, self._rng)
-                rows, scores = np.stack([first, second], 1), np.full(n, np.nan)
+            length = Counter(c.length for c in clips).most_common(1)[0][0] if clips else 0
+            same_length = [c for c in clips if c.length == length]
+            if len(same_length) >= k:
+                clips = same_length
             else:
-                chosen = select_pairs(clip_batch(self.dataset, ids), n, self._rng, method,
-                                      self.ensemble, self.config.oversample)
-                rows, scores = np.stack([chosen.first, chosen.second], 1), chosen.scores
+                method = "uniform"
+        if len(clips) < k:
+            return False
+        ids = [c.id for c in clips]
+        exclude = asked_sets(self._queries.values(), ids)
+        n = self.config.batch_size
+        if method == "uniform":
+            rows = distinct_sets(len(ids), k, n, self._rng, exclude)
+            scores = np.full(len(rows), np.nan)
+        elif k == 2:
+            chosen = select_pairs(clip_batch(self.dataset, ids), n, self._rng, method,
+                                  self.ensemble, self.config.oversample, exclude)
+            rows, scores = np.stack([chosen.first, chosen.second], 1), chosen.scores
         else:
-            draws = n * (self.config.oversample if method != "uniform" else 1)
-            rows = np.stack([self._rng.choice(len(ids), 3, replace=False) for _ in range(draws)])
-            scores = np.full(draws, np.nan)
-            if method != "uniform":
-                pool = clip_batch(self.dataset, ids)
-                scores = np.mean([pair_scores(method, self.ensemble, pool[rows[:, a]], pool[rows[:, b]])
-                                  for a, b in ((0, 1), (0, 2), (1, 2))], axis=0)
-                top = np.argsort(-scores, kind="stable")[:n]
-                rows, scores = rows[top], scores[top]
+            rows = distinct_sets(len(ids), k, n * self.config.oversample, self._rng, exclude)
+            pool = clip_batch(self.dataset, ids)
+            scores = np.mean([pair_scores(method, self.ensemble, pool[rows[:, a]], pool[rows[:, b]])
+                              for a, b in ((0, 1), (0, 2), (1, 2))], axis=0)
+            top = np.argsort(-scores, kind="stable")[:n]
+            rows, scores = rows[top], scores[top]
+        if not len(rows):
+            return False
         queries = [
             Query(tuple(ids[i] for i in row), selector=method,
                   score=None if np.isnan(score) else float(score))

@@ -23,7 +23,7 @@ from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.experiments.xmagical_data import MIXED_QUALITIES, mixed_quality_pools, scripted_episodes
 from embodied_pref.metrics import preference_accuracy
-from embodied_pref.query_selection import random_pairs
+from embodied_pref.query_selection import distinct_sets, random_pairs
 from embodied_pref.regret_teacher import RegretTeacher
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig, preference_probabilities, train_reward
@@ -157,7 +157,8 @@ def run_continuous_regret(config: ContinuousRegretConfig, progress: bool = True)
         pools = mixed_quality_pools(config.embodiment, seed, config.train_episodes, config.test_episodes,
                                     config.clip_length)
         rng = np.random.default_rng([seed, 2])
-        train = regret_pairs(pools.train, *random_pairs(len(pools.train), config.labels, rng), teacher)
+        asked = distinct_sets(len(pools.train), 2, config.labels, rng)
+        train = regret_pairs(pools.train, asked[:, 0], asked[:, 1], teacher)
         test_first, test_second = random_pairs(len(pools.test), config.test_pairs, rng)
         test = regret_pairs(pools.test, test_first, test_second, teacher)
         partial_return_prefers_first = pools.test.gt_returns[test_first] > pools.test.gt_returns[test_second]

@@ -24,7 +24,8 @@ class LabelEfficiencyConfig:
     embodiment: str = "Gripper"
     """X-MAGICAL SweepToTop embodiment."""
     budgets: tuple[int, ...] = (20, 40, 80, 160, 320)
-    """Cumulative label counts at which the reward is refit and evaluated; the first batch is uniform."""
+    """Cumulative numbers of asked pairs (each asked once) at which the reward is refit and
+    evaluated; the first batch is uniform."""
     methods: tuple[str, ...] = ("uniform", "disagreement")
     """Query selection methods compared."""
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -48,11 +49,13 @@ def run_label_efficiency(config: LabelEfficiencyConfig) -> dict:
             rng = np.random.default_rng([seed, 7])
             teacher = make_teacher(config.teacher, seed=seed)
             selected = select_pairs(pools.train, config.budgets[0], rng)
+            asked = list(zip(selected.first, selected.second))
             pairs = teacher_pairs(pools.train, selected.first, selected.second, teacher)
             ensemble, evaluation = fit_and_evaluate(pairs, pools.test, seed)
             rows.append({"seed": seed, "method": method, "budget": config.budgets[0], **asdict(evaluation)})
             for budget in config.budgets[1:]:
-                selected = select_pairs(pools.train, budget - len(pairs), rng, method, ensemble)
+                selected = select_pairs(pools.train, budget - len(asked), rng, method, ensemble, exclude=asked)
+                asked += zip(selected.first, selected.second)
                 new = teacher_pairs(pools.train, selected.first, selected.second, teacher)
                 pairs = pairs.concatenate(new)
                 ensemble, evaluation = fit_and_evaluate(pairs, pools.test, seed)

@@ -14,6 +14,7 @@ import httpx
 
 from embodied_pref.data import new_id
 from embodied_pref.store import PreferenceDataset
+from human_ui.demo import build_demo_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,8 +31,9 @@ def start_server(dataset_dir: Path, port: int) -> subprocess.Popen:
     return process
 
 
-def test_acknowledged_labels_survive_sigkill_without_duplicates(dataset_dir, free_port):
-    with PreferenceDataset.open(dataset_dir) as ds:
+def test_acknowledged_labels_survive_sigkill_without_duplicates(tmp_path, free_port):
+    dataset_dir = tmp_path / "ds"
+    with build_demo_dataset(dataset_dir, n_trajectories=10) as ds:  # 20 clips: 190 distinct pairs
         tokens = [ds.add_annotator(f"client{i}") for i in range(4)]
     port = free_port
     url = f"http://127.0.0.1:{port}"
@@ -51,6 +53,8 @@ def test_acknowledged_labels_survive_sigkill_without_duplicates(dataset_dir, fre
                 try:
                     query = http.get("/api/next").json()["query"]
                 except httpx.HTTPError:
+                    return
+                if query is None:  # every pair asked
                     return
                 body = {"query_id": query["id"], "outcome": ["left", "right", "equal"][i % 3],
                         "label_id": new_id()}
