@@ -2,13 +2,17 @@
 
 Everything the loop learns from lives in the dataset directory (trajectories, clips, queries,
 labels); the reward and agent checkpoints sit beside it in the run directory. The loop's
-progress is recorded in the dataset (rollouts added, iterations completed), so an interrupted
-run resumes in the iteration it was in: its stored rollouts and queries are reused and the
-labels given before the interruption are kept.
+progress is recorded in the dataset stage by stage (the round's trajectory ids before they are
+stored, rollouts and clips added, reward fitted, policy trained, iteration completed), and a
+checkpoint is moved into place only once its stage is recorded. A run killed at any point
+resumes at the stage it was in: stored rollouts, queries and labels are reused, and no stage
+runs twice (the policy is never trained twice in one round).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -17,7 +21,7 @@ import numpy as np
 
 from embodied_pref.data import Query, Trajectory
 from embodied_pref.gathering import PreferenceGatherer
-from embodied_pref.query_selection import select_pairs
+from embodied_pref.query_selection import asked_sets, select_pairs
 from embodied_pref.reward_nets import RewardEnsemble, RewardFn, RewardNetConfig, StandardizedReward
 from embodied_pref.reward_training import RewardTrainingConfig, train_reward
 from embodied_pref.segments import SegmentBatch, clip_batch, clip_pool, cut_clips, labelled_pairs
@@ -80,12 +84,6 @@ def mean_gt_return(trajectories: Sequence[Trajectory]) -> float:
     return float(np.mean([t.rewards.sum() for t in trajectories]))
 
 
-def add_trajectories(dataset: PreferenceDataset, trajectories: Sequence[Trajectory], config: LoopConfig, rng) -> None:
-    for trajectory in trajectories:
-        dataset.add_trajectory(trajectory)
-    dataset.add_clips(cut_clips(trajectories, config.clip_length, config.clips_per_trajectory, rng))
-
-
 def ask(
     dataset: PreferenceDataset,
     gatherer: PreferenceGatherer,
@@ -96,11 +94,13 @@ def ask(
     rng: np.random.Generator,
     oversample: int = 10,
 ) -> int:
-    """Select `n_queries` pairs from the dataset's clip pool, store them, submit them to the
-    gatherer; returns the number of labels that came back."""
+    """Select `n_queries` pairs from the dataset's clip pool (distinct, none asked before;
+    fewer when fewer are left), store them, submit them to the gatherer; returns the number
+    of labels that came back."""
     clip_ids = [clip.id for clip in dataset.clips()]
     pool = clip_batch(dataset, clip_ids)
-    selected = select_pairs(pool, n_queries, rng, method, ensemble, oversample)
+    selected = select_pairs(pool, n_queries, rng, method, ensemble, oversample,
+                            exclude=asked_sets(dataset.queries(), clip_ids))
     queries = [
         Query((clip_ids[a], clip_ids[b]), selector=method,
               score=None if np.isnan(score) else float(score), round=round_index)
@@ -128,6 +128,60 @@ def standardized_on_pool(reward_fn: RewardFn, pool: SegmentBatch) -> Standardize
     return StandardizedReward(reward_fn, obs, acts, next_obs)
 
 
+def _staged(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.staged{path.suffix}")
+
+
+def _save_and_record(save: Callable[[Path], None], path: Path, dataset: PreferenceDataset,
+                     state: dict, **stage) -> dict:
+    """Write a checkpoint beside `path`, record `stage` in the loop state, then move the
+    checkpoint into place: a crash at any point leaves `path` and the state in agreement."""
+    save(_staged(path))
+    state = {**state, **stage}
+    dataset.set_meta(LOOP_STATE_KEY, state)
+    os.replace(_staged(path), path)
+    return state
+
+
+def _settle_staged(path: Path, recorded: bool) -> None:
+    """After a crash: move a checkpoint whose stage was recorded into place, drop any other."""
+    if _staged(path).exists():
+        if recorded:
+            os.replace(_staged(path), path)
+        else:
+            _staged(path).unlink()
+
+
+def _add_round(
+    dataset: PreferenceDataset, new_trajectories: Callable[[], Sequence[Trajectory]],
+    loop_config: LoopConfig, iteration: int, state: dict,
+) -> dict:
+    """Store a round's trajectories and their clips, resumably: the ids are recorded before
+    anything is stored, so a rerun after a crash stores only what is missing."""
+    pending = state.get("adding")
+    new = list(new_trajectories())
+    if pending is not None and pending["round"] == iteration:
+        if len(new) != len(pending["trajectory_ids"]):
+            raise RuntimeError(
+                f"{dataset.path}: round {iteration} was interrupted while storing "
+                f"{len(pending['trajectory_ids'])} trajectories, but its rollouts now give {len(new)}")
+        new = [dataclasses.replace(t, id=i) for t, i in zip(new, pending["trajectory_ids"])]
+    else:
+        state = {**state, "adding": {"round": iteration, "trajectory_ids": [t.id for t in new]}}
+        dataset.set_meta(LOOP_STATE_KEY, state)
+    stored = set(dataset.trajectory_ids())
+    for trajectory in new:
+        if trajectory.id not in stored:
+            dataset.add_trajectory(trajectory)
+    ids = {t.id for t in new}
+    if not any(clip.trajectory_id in ids for clip in dataset.clips()):
+        rng = np.random.default_rng([loop_config.seed, iteration, 0])
+        dataset.add_clips(cut_clips(new, loop_config.clip_length, loop_config.clips_per_trajectory, rng))
+    state = {k: v for k, v in state.items() if k != "adding"} | {"rollouts_added": iteration}
+    dataset.set_meta(LOOP_STATE_KEY, state)
+    return state
+
+
 def run_pbrl_loop(
     dataset: PreferenceDataset,
     agent: AgentTrainer,
@@ -139,46 +193,62 @@ def run_pbrl_loop(
     training_config: RewardTrainingConfig = RewardTrainingConfig(),
     on_iteration: Callable[[IterationRecord], None] | None = None,
 ) -> list[IterationRecord]:
-    """Run (or resume) the loop; returns one record per completed iteration."""
+    """Run (or resume) the loop; returns one record per completed iteration.
+
+    Each stage of an iteration is recorded in the dataset when it is done (round's rollouts
+    and clips stored, queries asked, labels in, reward fitted, policy trained), so a run
+    killed at any point resumes at the stage it was in, with no stage done twice.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     reward_path, agent_path = run_dir / "reward.pt", run_dir / agent.checkpoint_name
     state = dataset.get_meta(LOOP_STATE_KEY, {"completed": 0, "records": []})
     records = [IterationRecord(**r) for r in state["records"]]
-    ensemble = RewardEnsemble.load(reward_path) if state["completed"] and reward_path.exists() else None
-    if state["completed"] and agent_path.exists():
+    current = state["completed"]
+    _settle_staged(reward_path, state.get("reward_fitted", {}).get("iteration") == current)
+    _settle_staged(agent_path, state.get("policy_trained") == current)
+    ensemble = RewardEnsemble.load(reward_path) if reward_path.exists() else None
+    if agent_path.exists():
         agent.load(agent_path)
 
-    for iteration in range(state["completed"], loop_config.iterations):
-        rng = np.random.default_rng([loop_config.seed, iteration])
-        # An iteration interrupted after its rollouts or queries were stored reuses them:
-        # no duplicate trajectories, and pending queries are asked again rather than replaced.
+    for iteration in range(current, loop_config.iterations):
         if state.get("rollouts_added") != iteration:
             if iteration == 0:
-                new = initial_trajectories() if not dataset.trajectory_ids() else []
+                # A dataset that already holds trajectories (e.g. from `collect`) is the first pool.
+                fresh = "adding" in state or not dataset.trajectory_ids()
+                new_trajectories = initial_trajectories if fresh else list
             else:
-                new = agent.rollouts(loop_config.rollouts_per_iteration, seed=loop_config.seed * 10_000 + iteration * 100)
-            add_trajectories(dataset, new, loop_config, rng)
-            state = {**state, "rollouts_added": iteration}
-            dataset.set_meta(LOOP_STATE_KEY, state)
+                def new_trajectories() -> Sequence[Trajectory]:
+                    return agent.rollouts(loop_config.rollouts_per_iteration,
+                                          seed=loop_config.seed * 10_000 + iteration * 100)
+            state = _add_round(dataset, new_trajectories, loop_config, iteration, state)
 
+        # Queries stored before an interruption are asked again rather than replaced.
         asked = [q for q in dataset.queries() if q.round == iteration]
         if not asked:
             method = "uniform" if ensemble is None else loop_config.selection
-            ask(dataset, gatherer, loop_config.labels_per_iteration, method, ensemble, iteration, rng,
-                loop_config.oversample)
+            ask(dataset, gatherer, loop_config.labels_per_iteration, method, ensemble, iteration,
+                np.random.default_rng([loop_config.seed, iteration, 1]), loop_config.oversample)
         else:
             answered = {label.query_id for label in dataset.labels()}
             gatherer.submit([q for q in asked if q.id not in answered])
             gatherer.collect()
-        ensemble, val_accuracy = fit_reward(
-            dataset, reward_config, training_config, log_dir=run_dir / "tensorboard" / f"reward_{iteration}"
-        )
-        ensemble.save(reward_path)
 
-        pool = clip_pool(dataset)
-        agent.train(standardized_on_pool(ensemble.predict, pool), loop_config.policy_steps_per_iteration)
-        agent.save(agent_path)
+        fitted = state.get("reward_fitted", {})
+        if fitted.get("iteration") == iteration:
+            ensemble = RewardEnsemble.load(reward_path)
+            val_accuracy = np.nan if fitted["validation_accuracy"] is None else fitted["validation_accuracy"]
+        else:
+            ensemble, val_accuracy = fit_reward(
+                dataset, reward_config, training_config, log_dir=run_dir / "tensorboard" / f"reward_{iteration}"
+            )
+            state = _save_and_record(ensemble.save, reward_path, dataset, state, reward_fitted={
+                "iteration": iteration, "validation_accuracy": _finite_or_none(val_accuracy)})
+
+        if state.get("policy_trained") != iteration:
+            pool = clip_pool(dataset)
+            agent.train(standardized_on_pool(ensemble.predict, pool), loop_config.policy_steps_per_iteration)
+            state = _save_and_record(agent.save, agent_path, dataset, state, policy_trained=iteration)
         evaluation = agent.rollouts(4, seed=1_000_000 + iteration)
 
         record = IterationRecord(
@@ -195,3 +265,8 @@ def run_pbrl_loop(
         if on_iteration is not None:
             on_iteration(record)
     return records
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an undefined accuracy (no decisive validation pair) is stored as None."""
+    return float(value) if np.isfinite(value) else None

@@ -1,5 +1,11 @@
 """The PbRL loop on real X-MAGICAL physics with real PPO, at a tiny budget."""
 
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -122,3 +128,46 @@ def test_regret_preference_model_loop_learns_an_advantage_and_acts_greedily(tmp_
     resumed = GreedyAdvantageAgent(env_id("Longstick", "state"), tmp_path / "reward.pt", GreedyAdvantageConfig(32))
     resumed.load(tmp_path / "agent.json")
     assert resumed.rollouts(1, seed=0)[0].length == 50
+
+
+KILL_DRIVER = Path(__file__).resolve().parent / "loop_kill_run.py"
+
+
+def loop_counts(run_dir):
+    with PreferenceDataset.open(run_dir / "dataset") as store:
+        queries = store.queries()
+        state = store.get_meta("loop")
+        counts = {
+            "trajectories": len(store.trajectory_ids()), "clips": len(store.clips()),
+            "queries": len(queries), "distinct pairs": len({frozenset(q.clip_ids) for q in queries}),
+            "labels": len(store.labels()), "unlabelled": len(store.unlabeled_queries()),
+            "queries per round": sorted(Counter(q.round for q in queries).items()),
+            "completed": state["completed"],
+            "records": [(r["labels"], r["trajectories"]) for r in state["records"]],
+        }
+    agent = PPOAgent(env_id("Longstick", "state"), PPOConfig(n_envs=2, n_steps=64, batch_size=64, device="cpu"))
+    agent.load(run_dir / "agent.zip")
+    counts["policy steps"] = agent.steps_trained  # a stage done twice would train the policy twice
+    counts["staged files"] = sorted(p.name for p in run_dir.glob("*.staged*"))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_counts(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    run(run_dir)
+    return loop_counts(run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("iteration", [0, 1])
+@pytest.mark.parametrize("stage", ["rollouts", "trajectories", "labels", "reward", "agent_save"])
+def test_a_loop_killed_at_any_stage_resumes_to_the_counts_of_an_uninterrupted_run(
+        tmp_path, uninterrupted_counts, stage, iteration):
+    killed = subprocess.run([sys.executable, str(KILL_DRIVER), str(tmp_path), stage, str(iteration)],
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    with PreferenceDataset.open(tmp_path / "dataset") as store:
+        assert store.get_meta("loop", {"completed": 0})["completed"] == iteration
+    run(tmp_path)
+    assert loop_counts(tmp_path) == uninterrupted_counts
