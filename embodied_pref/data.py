@@ -384,6 +384,19 @@ class Label:
         """Probability that the FIRST clip is preferred (1, 0 or 0.5); None: no signal."""
         return OUTCOME_TARGETS.get(self.outcome)
 
+    def implied_preferences(self, n_clips: int) -> list[tuple[int, int, float]]:
+        """The pairwise preferences this answer states about a query of ``n_clips`` clips:
+        ``(i, j, P(clip i ≻ clip j))`` with 1 or 0.5 (a tie) for a ranking, every pair it
+        orders; one ``(0, 1, target)`` for left/right/equal; none for skip/cannot-tell."""
+        if self.outcome is not Outcome.RANKING:
+            target = self.target()
+            return [] if target is None or n_clips != 2 else [(0, 1, target)]
+        ranking = self.ranking
+        return [
+            (ranking[a], ranking[b], 0.5 if all(k in self.ties for k in range(a, b)) else 1.0)
+            for a in range(len(ranking)) for b in range(a + 1, len(ranking))
+        ]
+
 
 def _check_ranking(ranking: object) -> tuple[int, ...]:
     if ranking is None or isinstance(ranking, str) or not hasattr(ranking, "__iter__"):

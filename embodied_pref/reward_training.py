@@ -64,12 +64,37 @@ class RewardTrainingReport:
     best_epoch: int = 0
     n_train: int = 0
     n_validation: int = 0
+    member_pairs: list[int] = field(default_factory=list)
+    """Distinct training pairs in each member's (bootstrap) sample."""
 
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def split_by_query(
+    pairs: PreferencePairs, validation_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, training) indices: about `validation_fraction` of the pairs (at least one
+    when the fraction is positive) held out, whole queries at a time when `pairs.groups` is set."""
+    if not validation_fraction:
+        return np.arange(0), np.arange(len(pairs))
+    n_val = max(1, int(round(validation_fraction * len(pairs))))
+    if pairs.groups is None:
+        order = rng.permutation(len(pairs))
+        return order[:n_val], order[n_val:]
+    _, first_seen, group_of = np.unique(pairs.groups, return_index=True, return_inverse=True)
+    group_of = np.argsort(np.argsort(first_seen))[group_of]  # groups numbered in order of appearance
+    n_groups = len(first_seen)
+    if n_groups < 2:
+        raise ValueError(f"pairs: need labels of at least 2 queries to hold some out, found {n_groups}")
+    order = rng.permutation(n_groups)
+    held_pairs = np.cumsum(np.bincount(group_of)[order])
+    n_held = min(int(np.searchsorted(held_pairs, n_val)) + 1, n_groups - 1)  # fewest groups reaching n_val
+    in_val = np.isin(group_of, order[:n_held])
+    return np.flatnonzero(in_val), np.flatnonzero(~in_val)
 
 
 def segment_rewards(ensemble: RewardEnsemble, segments: SegmentBatch) -> torch.Tensor:
@@ -109,14 +134,13 @@ def train_reward(
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     ensemble.to(device)
-    for member in ensemble.members:
-        for layer in member.net:
-            if hasattr(layer, "reset_parameters"):
-                layer.reset_parameters()
+    for module in ensemble.modules():  # every layer, the potential's too: a refit starts afresh
+        if module is not ensemble and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
 
-    order = rng.permutation(len(pairs))
-    n_val = max(1, int(round(config.validation_fraction * len(pairs)))) if config.validation_fraction else 0
-    val, train = pairs[order[:n_val]], pairs[order[n_val:]]
+    val_index, train_index = split_by_query(pairs, config.validation_fraction, rng)
+    val, train = pairs[val_index], pairs[train_index]
+    n_val = len(val)
     all_first = np.concatenate([train.first.observations[:, :-1], train.second.observations[:, :-1]])
     all_next = np.concatenate([train.first.observations[:, 1:], train.second.observations[:, 1:]])
     all_acts = np.concatenate([train.first.actions, train.second.actions])
@@ -129,6 +153,8 @@ def train_reward(
         rng.integers(0, len(train), len(train)) if config.bootstrap else np.arange(len(train))
         for _ in range(k)
     ]
+    report = RewardTrainingReport(n_train=len(train), n_validation=n_val,
+                                  member_pairs=[len(np.unique(idx)) for idx in member_indices])
     optimizer = torch.optim.AdamW(
         ensemble.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -138,7 +164,6 @@ def train_reward(
 
         writer = SummaryWriter(str(log_dir))
 
-    report = RewardTrainingReport(n_train=len(train), n_validation=n_val)
     best_loss, best_state, since_best = float("inf"), copy.deepcopy(ensemble.state_dict()), 0
     bar = tqdm(range(config.max_epochs), desc="reward", disable=not config.progress, leave=False)
     for epoch in bar:

@@ -91,11 +91,17 @@ def stack_segments(segments: Sequence[Segment]) -> SegmentBatch:
 
 @dataclass(frozen=True)
 class PreferencePairs:
-    """Labelled segment pairs: `targets` (N,) is P(first ≻ second): 1, 0, or 0.5 for a tie."""
+    """Labelled segment pairs: `targets` (N,) is P(first ≻ second): 1, 0, or 0.5 for a tie.
+
+    `groups` (N,) str, optional: the query each pair comes from. Pairs of one query (several
+    annotators, or the three pairs a triplet ranking implies) stay on one side of a
+    train/validation split.
+    """
 
     first: SegmentBatch
     second: SegmentBatch
     targets: np.ndarray
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not len(self.first) == len(self.second) == len(self.targets):
@@ -103,20 +109,29 @@ class PreferencePairs:
                 f"PreferencePairs: first/second/targets lengths differ: "
                 f"{len(self.first)}/{len(self.second)}/{len(self.targets)}"
             )
+        if self.groups is not None and len(self.groups) != len(self.targets):
+            raise ValueError(
+                f"PreferencePairs: groups has {len(self.groups)} entries for {len(self.targets)} pairs"
+            )
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def concatenate(self, other: "PreferencePairs") -> "PreferencePairs":
-        """These pairs followed by `other`'s."""
+        """These pairs followed by `other`'s (groups kept only if both have them)."""
+        groups = None
+        if self.groups is not None and other.groups is not None:
+            groups = np.concatenate([self.groups, other.groups])
         return PreferencePairs(
             self.first.concatenate(other.first),
             self.second.concatenate(other.second),
             np.concatenate([self.targets, other.targets]),
+            groups,
         )
 
     def __getitem__(self, index) -> "PreferencePairs":
-        return PreferencePairs(self.first[index], self.second[index], self.targets[index])
+        return PreferencePairs(self.first[index], self.second[index], self.targets[index],
+                               None if self.groups is None else self.groups[index])
 
 
 def clip_batch(dataset: PreferenceDataset, clip_ids: Sequence[str]) -> SegmentBatch:
@@ -130,22 +145,23 @@ def clip_pool(dataset: PreferenceDataset) -> SegmentBatch:
 
 
 def labelled_pairs(dataset: PreferenceDataset) -> PreferencePairs:
-    """Every pairwise label with a training signal (left/right/equal), as stacked pairs.
+    """Every label with a training signal, as stacked pairs grouped by query: a pairwise
+    left/right/equal label gives one pair, a ranking every pair it orders (ties as 0.5).
 
     A query labelled by several annotators contributes one pair per label.
     """
     queries = {q.id: q for q in dataset.queries()}
-    firsts, seconds, targets = [], [], []
+    firsts, seconds, targets, groups = [], [], [], []
     for label in dataset.labels():
-        target = label.target()
         query = queries[label.query_id]
-        if target is None or len(query.clip_ids) != 2:
-            continue
-        firsts.append(query.clip_ids[0])
-        seconds.append(query.clip_ids[1])
-        targets.append(target)
+        for i, j, target in label.implied_preferences(len(query.clip_ids)):
+            firsts.append(query.clip_ids[i])
+            seconds.append(query.clip_ids[j])
+            targets.append(target)
+            groups.append(query.id)
     if not targets:
-        raise ValueError(f"{dataset.path}: no pairwise labels with a preference (left/right/equal)")
+        raise ValueError(f"{dataset.path}: no labels with a preference (left/right/equal or a ranking)")
     return PreferencePairs(
-        clip_batch(dataset, firsts), clip_batch(dataset, seconds), np.asarray(targets, np.float32)
+        clip_batch(dataset, firsts), clip_batch(dataset, seconds), np.asarray(targets, np.float32),
+        np.asarray(groups),
     )

@@ -146,3 +146,14 @@ def test_records_are_frozen():
     label = Label("q", "left")
     with pytest.raises(dataclasses.FrozenInstanceError):
         label.outcome = Outcome.RIGHT  # type: ignore[misc]
+
+
+def test_a_ranking_implies_every_pair_it_orders_and_ties_give_half():
+    ranking = Label("q1", Outcome.RANKING, ranking=(2, 0, 1), ties=(1,))  # 2 ≻ 0 = 1
+    assert ranking.implied_preferences(3) == [(2, 0, 1.0), (2, 1, 1.0), (0, 1, 0.5)]
+    all_equal = Label("q1", Outcome.RANKING, ranking=(1, 0, 2), ties=(0, 1))
+    assert [t for _, _, t in all_equal.implied_preferences(3)] == [0.5, 0.5, 0.5]
+    top_tie = Label("q1", Outcome.RANKING, ranking=(0, 1, 2), ties=(0,))  # 0 = 1 ≻ 2
+    assert top_tie.implied_preferences(3) == [(0, 1, 0.5), (0, 2, 1.0), (1, 2, 1.0)]
+    assert Label("q1", Outcome.RIGHT).implied_preferences(2) == [(0, 1, 0.0)]
+    assert Label("q1", Outcome.SKIP).implied_preferences(2) == []

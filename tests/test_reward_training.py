@@ -79,12 +79,73 @@ def test_standardized_reward_has_zero_mean_unit_std_on_reference():
     assert standardized.std() == pytest.approx(1.0, rel=1e-3)
 
 
-def test_ensemble_members_differ():
-    ensemble, _, _ = fit(n_labels=60)
-    clips = synthetic_clips(20, 12)
-    rewards = ensemble(*clips.tensors())
-    assert rewards.shape == (3, 20, L)
-    assert torch.std(rewards, dim=0).mean() > 1e-3
+def test_each_member_trains_on_its_own_bootstrap_resample():
+    _, report, _ = fit(n_labels=60)
+    n_train = report.n_train
+    assert len(report.member_pairs) == 3 and len(set(report.member_pairs)) > 1
+    assert all(0.5 * n_train < m < 0.8 * n_train for m in report.member_pairs)  # ≈ 63% distinct
+    pairs = oracle_pairs(synthetic_clips(400, 0), 60, 0)
+    whole = train_reward(RewardEnsemble(D, A, CONFIG), pairs,
+                         RewardTrainingConfig(bootstrap=False, progress=False, max_epochs=2))
+    assert whole.member_pairs == [whole.n_train] * 3
+
+
+def test_learning_beats_a_shuffled_label_control_by_a_margin():
+    _, _, evaluation = fit(n_labels=300)
+    train_clips, test_clips = synthetic_clips(400, 0), synthetic_clips(200, 1000)
+    pairs = oracle_pairs(train_clips, 300, 0)
+    shuffled = PreferencePairs(pairs.first, pairs.second, np.random.default_rng(5).permutation(pairs.targets))
+    control = RewardEnsemble(D, A, CONFIG)
+    train_reward(control, shuffled, RewardTrainingConfig(seed=0, progress=False, max_epochs=150))
+    control_evaluation = evaluate_reward(control, test_clips, n_pairs=1000, seed=0)
+    assert evaluation.accuracy > control_evaluation.accuracy + 0.25, (evaluation, control_evaluation)
+    assert control_evaluation.accuracy < 0.7
+
+
+OPTIONS = {
+    "default": RewardNetConfig(hidden_sizes=(16,)),
+    "state only": RewardNetConfig(hidden_sizes=(16,), use_action=False),
+    "next state": RewardNetConfig(hidden_sizes=(16, 16), use_state=False, use_action=False, use_next_state=True),
+    "potential": RewardNetConfig(hidden_sizes=(16,), use_next_state=True, potential=True),
+    "potential, one member": RewardNetConfig(hidden_sizes=(8,), potential=True, ensemble_size=1),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_same_seed_same_predictions_for_every_net_option_whatever_came_before(name):
+    clips = synthetic_clips(30, 5)
+    pairs = oracle_pairs(synthetic_clips(80, 6), 40, 6)
+    obs, acts, next_obs = (t.reshape(-1, t.shape[-1]).numpy() for t in clips.tensors())
+    config = RewardTrainingConfig(seed=4, progress=False, max_epochs=3)
+    predictions = []
+    for global_seed in (0, 123):  # another global RNG state, and a model that was trained before
+        torch.manual_seed(global_seed)
+        ensemble = RewardEnsemble(D, A, OPTIONS[name])
+        if global_seed:
+            train_reward(ensemble, oracle_pairs(synthetic_clips(80, 7), 40, 7),
+                         RewardTrainingConfig(seed=9, progress=False, max_epochs=3))
+        train_reward(ensemble, pairs, config)
+        predictions.append(ensemble.predict(obs, acts, next_obs))
+    np.testing.assert_array_equal(predictions[0], predictions[1])
+
+
+def test_the_validation_split_keeps_each_querys_pairs_together():
+    from embodied_pref.reward_training import split_by_query
+
+    clips = synthetic_clips(60, 2)
+    pairs = oracle_pairs(clips, 60, 2)
+    groups = np.repeat([f"q{i}" for i in range(20)], 3)  # e.g. three annotators, or a triplet's pairs
+    grouped = PreferencePairs(pairs.first, pairs.second, pairs.targets, groups)
+    for seed in range(10):
+        val, train = split_by_query(grouped, 0.2, np.random.default_rng(seed))
+        assert not set(groups[val]) & set(groups[train])
+        assert len(val) == 12 and len(train) == 48 and len(set(val) | set(train)) == 60
+    report = train_reward(RewardEnsemble(D, A, CONFIG), grouped,
+                          RewardTrainingConfig(progress=False, max_epochs=2))
+    assert report.n_validation == 12
+    with pytest.raises(ValueError, match="at least 2 queries"):
+        split_by_query(PreferencePairs(pairs.first[:3], pairs.second[:3], pairs.targets[:3],
+                                       np.array(["q"] * 3)), 0.2, np.random.default_rng(0))
 
 
 def test_rejects_too_few_pairs():
