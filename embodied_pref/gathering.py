@@ -35,26 +35,52 @@ class Teacher(Protocol):
     def provenance(self) -> dict[str, Any]: ...
 
 
+TRIPLET_PAIRS = ((0, 1), (0, 2), (1, 2))
+_POINTS = {Outcome.LEFT: (1.0, 0.0), Outcome.RIGHT: (0.0, 1.0)}
+
+
+def ranking_from_comparisons(outcomes: Sequence[Outcome]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """A triplet's (ranking, ties) from a teacher's answers on its three pairs (in
+    `TRIPLET_PAIRS` order), by wins (equal, skip and cannot-tell give each side half a win),
+    tied where wins are equal; None if no pair got a decisive or equal answer."""
+    if all(o in (Outcome.SKIP, Outcome.CANNOT_TELL) for o in outcomes):
+        return None
+    wins = np.zeros(3)
+    for (i, j), outcome in zip(TRIPLET_PAIRS, outcomes):
+        points = _POINTS.get(outcome, (0.5, 0.5))
+        wins[i] += points[0]
+        wins[j] += points[1]
+    ranking = tuple(int(i) for i in np.argsort(-wins, kind="stable"))
+    ties = tuple(k for k in range(2) if wins[ranking[k]] == wins[ranking[k + 1]])
+    return ranking, ties
+
+
 class TeacherGatherer:
-    """A synthetic teacher that answers from the clips' ground-truth rewards."""
+    """A synthetic teacher that answers from the clips' ground-truth rewards: pairwise
+    queries by its comparison, triplets by ranking the clips on its three comparisons."""
 
     def __init__(self, dataset: PreferenceDataset, teacher: Teacher) -> None:
         self.dataset, self.teacher = dataset, teacher
         self._arrived: list[Label] = []
 
     def submit(self, queries: Sequence[Query]) -> None:
-        pairwise = [q for q in queries if len(q.clip_ids) == 2]
-        if len(pairwise) != len(queries):
-            raise ValueError("TeacherGatherer answers pairwise queries only")
-        if not pairwise:
+        if not queries:
             return
-        first = stack_segments([self._segment(q.clip_ids[0]) for q in pairwise])
-        second = stack_segments([self._segment(q.clip_ids[1]) for q in pairwise])
+        comparisons = [(q, i, j) for q in queries
+                       for i, j in (((0, 1),) if len(q.clip_ids) == 2 else TRIPLET_PAIRS)]
+        first = stack_segments([self._segment(q.clip_ids[i]) for q, i, _ in comparisons])
+        second = stack_segments([self._segment(q.clip_ids[j]) for q, _, j in comparisons])
+        outcomes = iter(self.teacher.label_segments(first, second))
         provenance = self.teacher.provenance()
-        for query, outcome in zip(pairwise, self.teacher.label_segments(first, second)):
-            label = Label(
-                query.id, outcome, annotator=f"teacher:{self.teacher.name}", source=provenance
-            )
+        annotator = f"teacher:{self.teacher.name}"
+        for query in queries:
+            if len(query.clip_ids) == 2:
+                answer: dict[str, Any] = {"outcome": next(outcomes)}
+            else:
+                ranked = ranking_from_comparisons([next(outcomes) for _ in TRIPLET_PAIRS])
+                answer = ({"outcome": Outcome.SKIP} if ranked is None
+                          else {"outcome": Outcome.RANKING, "ranking": ranked[0], "ties": ranked[1]})
+            label = Label(query.id, annotator=annotator, source=provenance, **answer)
             self.dataset.add_label(label)
             self._arrived.append(label)
 

@@ -37,11 +37,16 @@ def test_collect_label_train_evaluate(tmp_path, capsys):
     with PreferenceDataset.open(dataset) as store:
         assert [q.selector for q in store.queries()][-10:] == ["disagreement"] * 10
 
+    held_out = tmp_path / "held_out"
+    main(["collect", "--dataset", str(held_out), "--embodiment", "Longstick", "--episodes", "8",
+          "--clip-length", "20", "--clips-per-episode", "4", "--seed", "1000"])
     capsys.readouterr()
-    main(["eval", "--reward", str(reward), "--dataset", str(dataset)])
+    main(["eval", "--reward", str(reward), "--dataset", str(held_out)])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n_clips"] == 32
-    assert result["accuracy"] > 0.6  # better than chance on the clips it was trained on
+    # Episodes it never saw: 0.95 measured; the same training on shuffled labels: 0.57 here,
+    # at most 0.66 over three held-out seeds.
+    assert result["accuracy"] > 0.85
 
 
 def test_label_on_an_empty_dataset_says_what_to_do(tmp_path):

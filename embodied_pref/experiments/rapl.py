@@ -44,7 +44,7 @@ from embodied_pref.experiments.tasks import task_spec
 from embodied_pref.metrics import spearman
 from embodied_pref.plots import plot_curves, plot_scatter
 from embodied_pref.rapl.alignment import AlignmentConfig, train_alignment
-from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder
+from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder, pad_videos
 from embodied_pref.rapl.ot_reward import OTRewardConfig, best_reference, ot_returns
 from embodied_pref.rapl.rlhf import FrameRewardHead, PixelReward, RLHFConfig, clip_returns, train_rlhf
 from embodied_pref.rapl.tcc import TCCConfig, train_tcc
@@ -247,10 +247,7 @@ def episodes(task: str, embodiment: str, n: int, first_seed: int, config: RaplEx
 def videos(trajectories: list[Trajectory], stride: int) -> torch.Tensor:
     """Subsampled frames: (N, T, H, W, 3) uint8 with T = max frames // stride (+1); shorter
     episodes repeat their last frame."""
-    clips = [t.frames[::stride] for t in trajectories]
-    length = max(len(c) for c in clips)
-    padded = [np.concatenate([c, np.repeat(c[-1:], length - len(c), axis=0)]) for c in clips]
-    return torch.as_tensor(np.stack(padded))
+    return pad_videos([t.frames[::stride] for t in trajectories])
 
 
 def gt_returns(trajectories: list[Trajectory]) -> np.ndarray:

@@ -8,5 +8,6 @@ aligned with a person's preferences, and the baselines it is compared with.
 - `alignment`: RAPL's alignment training; `rlhf`: the per-frame Bradley-Terry baseline;
   `tcc`: temporal cycle consistency (XIRL's encoder objective).
 - `training`: the shared loop (AMP, DDP under torchrun, checkpoints, resume).
+- `stored_labels`: alignment on the triplet rankings stored in a dataset (`embodied-pref train-rapl`).
 - `video_reward`: rewards of a growing video, for RL wrappers.
 """

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import timm
 import torch
 from torch import nn
@@ -80,6 +82,14 @@ def resize_frames(frames: torch.Tensor, image_size: int) -> torch.Tensor:
     """Resize uint8 frames once, ahead of training: (…, H, W, 3) -> (…, S, S, 3) uint8."""
     x = preprocess_frames(frames, image_size)
     return (x * 255.0).round().to(torch.uint8).movedim(-3, -1)
+
+
+def pad_videos(clips: Sequence[np.ndarray | torch.Tensor]) -> torch.Tensor:
+    """Stack videos of unequal length: each (T_i, H, W, 3) uint8 -> (N, max T_i, H, W, 3)
+    uint8; a shorter video repeats its last frame."""
+    arrays = [np.asarray(clip) for clip in clips]
+    length = max(len(a) for a in arrays)
+    return torch.from_numpy(np.stack([np.concatenate([a, np.repeat(a[-1:], length - len(a), axis=0)]) for a in arrays]))
 
 
 class FrameEncoder(nn.Module):

@@ -68,10 +68,15 @@ def synthetic_triplets(
 def triplets_from_labels(
     queries: Sequence[Query], labels: Sequence[Label], video_index: Mapping[str, int]
 ) -> Triplets:
-    """Triplets from stored 3-clip queries with RANKING labels; `video_index` maps a clip id to
-    its video's index. Other queries and labels are skipped."""
+    """Triplets from stored 3-clip queries with RANKING labels, one per label; `video_index`
+    maps a clip id to its video's index. Other queries and labels are skipped.
+
+    A triplet is marked equal when the label ties its neutral and negative clips (position 1
+    in `label.ties`); a tie of positive and neutral alone is not: RAPL's loss only compares
+    the neutral and negative videos, against the positive one.
+    """
     by_query = {q.id: q for q in queries if len(q.clip_ids) == 3}
-    rows = []
+    rows, equal = [], []
     for label in labels:
         query = by_query.get(label.query_id)
         if query is None or label.outcome is not Outcome.RANKING or label.ranking is None:
@@ -80,5 +85,6 @@ def triplets_from_labels(
         if missing:
             raise ValueError(f"video_index: no video for clip ids {missing} of query {query.id}")
         rows.append([video_index[query.clip_ids[i]] for i in label.ranking])
+        equal.append(1 in label.ties)
     rows_array = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
-    return Triplets(rows_array[:, 0], rows_array[:, 1], rows_array[:, 2], np.zeros(len(rows_array), bool))
+    return Triplets(rows_array[:, 0], rows_array[:, 1], rows_array[:, 2], np.asarray(equal, dtype=bool))
