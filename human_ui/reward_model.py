@@ -3,6 +3,7 @@ N labels (so that active selection stays current), and asked what it prefers."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 
@@ -14,6 +15,8 @@ from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig, preference_probabilities
 from embodied_pref.segments import clip_batch
 from embodied_pref.store import PreferenceDataset
+
+logger = logging.getLogger(__name__)
 
 
 class BackgroundRetrainer:
@@ -34,7 +37,7 @@ class BackgroundRetrainer:
         self.last_accuracy: float | None = None
         """Validation accuracy of the latest fit."""
         self.last_error: str | None = None
-        """Why the latest fit failed (e.g. too few pairwise labels), or None."""
+        """Why the latest fit failed (e.g. too few labels, an unreadable clip), or None."""
 
     def label_added(self) -> None:
         """Count a new label; start a fit when ``every`` have arrived and none is running."""
@@ -60,8 +63,9 @@ class BackgroundRetrainer:
                 self.dataset, RewardNetConfig(hidden_sizes=(64, 64)),
                 RewardTrainingConfig(max_epochs=self.epochs, patience=10, progress=False, device="cpu"),
             )
-        except (ValueError, RuntimeError) as err:
-            self.last_error = str(err)
+        except Exception as err:  # noqa: BLE001 — a failed refit must not end silently
+            self.last_error = f"{type(err).__name__}: {err}"
+            logger.warning("background reward refit failed: %s", self.last_error)
             return
         ensemble.eval()
         self.last_accuracy, self.last_error = float(accuracy), None

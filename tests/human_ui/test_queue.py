@@ -3,6 +3,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from embodied_pref.data import Clip
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.store import PreferenceDataset
 from human_ui.config import UIConfig
@@ -108,3 +109,62 @@ def test_background_retraining_every_n_labels_feeds_selection(dataset_dir):
             query = client.get("/api/next").json()["query"]
             client.post("/api/label", json={"query_id": query["id"], "outcome": "skip"})
         assert any(q.selector == "disagreement" for q in app.state.dataset.queries())
+
+
+def test_generated_queries_never_repeat_a_set_of_clips(store):
+    for mode, size in (("pair", 2), ("triplet", 3)):
+        queue = LabelQueue(store, UIConfig(mode=mode, batch_size=5, overlap=0.0))
+        answer_all(queue, f"ann-{mode}", 25, "skip")
+        asked = [frozenset(q.clip_ids) for q in store.queries() if len(q.clip_ids) == size]
+        assert len(asked) >= 25 and len(set(asked)) == len(asked)
+
+
+def test_disagreement_falls_back_to_uniform_over_clips_of_different_lengths(tmp_path):
+    from human_ui.demo import make_trajectory
+
+    dataset = PreferenceDataset.create(tmp_path / "mixed")
+    trajectory = make_trajectory(seed=0, steps=30, size=32)
+    dataset.add_trajectory(trajectory)
+    clips = [Clip(trajectory.id, 0, 10), Clip(trajectory.id, 5, 12), Clip(trajectory.id, 12, 14)]
+    dataset.add_clips(clips)
+    for clip in clips:
+        dataset.write_preview(clip.id)
+    ensemble = RewardEnsemble(4, 2, RewardNetConfig(hidden_sizes=(8,)))
+    with dataset:
+        queue = LabelQueue(dataset, UIConfig(selection="disagreement", batch_size=8, overlap=0.0), ensemble)
+        seen = answer_all(queue, "ann", 3)  # the three possible pairs, then nothing new to ask
+        assert {q.selector for q in dataset.queries()} == {"uniform"}
+        assert len({frozenset(q.clip_ids) for q in dataset.queries()}) == 3 == len(set(seen))
+        assert queue.next_query("ann") is None
+
+
+def test_background_refit_in_triplet_mode_learns_from_rankings_with_ties(dataset_dir):
+    config = UIConfig(mode="triplet", retrain_every=3, reward_epochs=5, overlap=0.0)
+    app = create_app(dataset_dir, config)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        for ranking, ties in (([0, 1, 2], []), ([2, 0, 1], [1]), ([1, 2, 0], [0, 1])):
+            query = client.get("/api/next").json()["query"]
+            assert len(query["clips"]) == 3
+            response = client.post("/api/label", json={"query_id": query["id"], "outcome": "ranking",
+                                                       "ranking": ranking, "ties": ties})
+            assert response.status_code == 200, response.text
+        app.state.retrainer.wait(timeout=60)
+        assert app.state.retrainer.last_error is None
+        assert app.state.retrainer.fits == 1 and app.state.queue.ensemble is not None
+
+
+def test_a_refit_that_fails_on_a_dataset_error_reports_it(dataset_dir, monkeypatch):
+    from embodied_pref.store import DatasetError
+    from human_ui import reward_model
+
+    def unreadable(*args, **kwargs):
+        raise DatasetError(f"{dataset_dir}/trajectories/x.npz: field 'observations': truncated file")
+
+    monkeypatch.setattr(reward_model, "fit_reward", unreadable)
+    app = create_app(dataset_dir, UIConfig(retrain_every=1, overlap=0.0))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        query = client.get("/api/next").json()["query"]
+        client.post("/api/label", json={"query_id": query["id"], "outcome": "left"})
+        app.state.retrainer.wait(timeout=60)
+        error = client.get("/api/agreement").json()["retraining"]["error"]
+    assert error.startswith("DatasetError") and "truncated file" in error

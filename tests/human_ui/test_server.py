@@ -124,3 +124,46 @@ def test_export_csv_and_json(local):
     table = list(csv.DictReader(io.StringIO(local.get("/api/export?format=csv").text)))
     assert table[0]["label_id"] == exported[0]["label_id"] and table[0]["annotator"] == "local"
     assert local.get("/api/export?format=xml").status_code == 422
+
+
+def test_a_label_waiting_on_a_slow_selection_does_not_stall_the_server(dataset_dir):
+    import threading
+
+    import httpx
+
+    from human_ui.server import BackgroundServer
+
+    app = create_app(dataset_dir, UIConfig(overlap=0.0))
+    queue = app.state.queue
+    query_id = queue.next_query("local").id
+    selecting, release, label_arrived = threading.Event(), threading.Event(), threading.Event()
+    real_next, real_add = queue.next_query, queue.add_label
+
+    def slow_next(annotator):  # a selection that holds the queue's lock for a long time
+        with queue._lock:
+            selecting.set()
+            release.wait(timeout=60)
+            return real_next(annotator)
+
+    def add_label(*args, **kwargs):
+        label_arrived.set()
+        return real_add(*args, **kwargs)  # waits for the lock
+
+    queue.next_query, queue.add_label = slow_next, add_label
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        results = {}
+        selection = threading.Thread(target=lambda: results.update(next=http.get("/api/next")))
+        labelling = threading.Thread(target=lambda: results.update(label=http.post(
+            "/api/label", json={"query_id": query_id, "outcome": "left"})))
+        selection.start()
+        assert selecting.wait(timeout=30)
+        labelling.start()
+        assert label_arrived.wait(timeout=30)
+        try:  # the event loop still serves other requests meanwhile
+            assert httpx.get(f"{server.url}/static/app.js", timeout=10).status_code == 200
+        finally:
+            release.set()
+            selection.join(timeout=60)
+            labelling.join(timeout=60)
+    assert results["label"].status_code == 200 and results["next"].status_code == 200
+    assert [label.query_id for label in rows(dataset_dir)] == [query_id]
