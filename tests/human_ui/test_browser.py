@@ -43,6 +43,21 @@ def open_app(page, url, query=""):
 
 
 VIDEO_STATE = "() => [...document.querySelectorAll('#clips video')].map(v => ({t: v.currentTime, paused: v.paused, rate: v.playbackRate}))"
+NEXT_TIMEUPDATE = f"""() => new Promise(resolve => document.querySelector('#clips video')
+    .addEventListener('timeupdate', () => resolve(({VIDEO_STATE})()), {{once: true}}))"""
+"""The state of both videos when the left (master) clock next reports progress."""
+RESYNC = """() => new Promise(resolve => {
+    const [left, right] = document.querySelectorAll('#clips video');
+    const jumpedAt = left.currentTime;
+    right.currentTime = (right.currentTime + 1) % 2;  // a stall or jump on one side
+    const gap = Math.abs(left.currentTime - right.currentTime);
+    // In line and playing: a video that ran to its end and stopped there is not back in line.
+    const check = () => Math.abs(left.currentTime - right.currentTime) < 0.1 && !right.seeking && !right.paused
+        ? resolve({gap, jumpedAt, syncedAt: left.currentTime}) : requestAnimationFrame(check);
+    requestAnimationFrame(check);
+})"""
+"""Jumps the right video by 1 s; resolves once it is back in line with the left one."""
+BOTH_PLAYING_PAST = "t => [...document.querySelectorAll('#clips video')].every(v => !v.paused && v.currentTime > t + 0.05)"
 
 
 def test_a_pair_loads_and_both_videos_play_in_sync(page, dataset_dir, serve):
@@ -50,33 +65,32 @@ def test_a_pair_loads_and_both_videos_play_in_sync(page, dataset_dir, serve):
         open_app(page, server.url)
         assert page.locator("#clips video").count() == 2
         assert "Which robot does the task better?" in page.inner_text("#instructions")
-        page.click("[data-speed='0.5']")  # a 4 s loop: the samples below do not straddle its end
-        samples = []
-        for _ in range(4):
-            page.wait_for_timeout(150)
-            samples.append(page.evaluate(VIDEO_STATE))
+        page.click("[data-speed='0.5']")  # a 4 s loop (2 s clips)
+        # Sample well before the loop's end (a restart in between would read as a jump): 2 s of wall time left.
+        page.wait_for_function("() => { const v = document.querySelector('#clips video');"
+                               " return !v.paused && v.playbackRate === 0.5 && v.currentTime < 1; }", timeout=10_000)
+        samples = [page.evaluate(NEXT_TIMEUPDATE) for _ in range(4)]
         for left, right in samples:
             assert not left["paused"] and not right["paused"]
             assert abs(left["t"] - right["t"]) < 0.1
-        assert samples[-1][0]["t"] != samples[0][0]["t"]  # the clock moves
-        page.evaluate("() => { const v = document.querySelectorAll('#clips video')[1];"
-                      " v.currentTime = (v.currentTime + 1) % 2; }")  # a stall or jump on one side
-        page.wait_for_timeout(300)
-        left, right = page.evaluate(VIDEO_STATE)
-        assert abs(left["t"] - right["t"]) < 0.1  # pulled back in line
+        assert [left["t"] for left, _ in samples] == sorted({left["t"] for left, _ in samples})  # the clock moves
+        resync = page.evaluate(RESYNC)
+        assert resync["gap"] > 0.5  # out of line at first ...
+        assert resync["syncedAt"] > resync["jumpedAt"]  # ... and pulled back while playing on, not by a loop restart
         page.keyboard.press(" ")
-        page.wait_for_timeout(100)
+        page.wait_for_function("() => [...document.querySelectorAll('#clips video')].every(v => v.paused && !v.seeking)",
+                               timeout=5_000)
         left, right = page.evaluate(VIDEO_STATE)
         assert left["paused"] and right["paused"] and abs(left["t"] - right["t"]) < 0.02
         page.evaluate("() => { const s = document.getElementById('scrubber'); s.value = '5';"
                       " s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); }")
-        page.wait_for_timeout(150)
+        page.wait_for_function("() => document.getElementById('frame').textContent.startsWith('6 /')"
+                               " && [...document.querySelectorAll('#clips video')].every(v => !v.seeking)", timeout=5_000)
         left, right = page.evaluate(VIDEO_STATE)
         assert left["t"] == pytest.approx(0.55, abs=0.03) and right["t"] == pytest.approx(left["t"], abs=0.01)
-        assert page.inner_text("#frame").startswith("6 /")
         page.click("[data-speed='0.25']")
         page.keyboard.press(" ")
-        page.wait_for_timeout(200)
+        page.wait_for_function(BOTH_PLAYING_PAST, arg=left["t"], timeout=10_000)  # both clocks run again
         left, right = page.evaluate(VIDEO_STATE)
         assert left["rate"] == right["rate"] == 0.25 and not left["paused"] and not right["paused"]
 
