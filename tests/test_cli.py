@@ -102,3 +102,15 @@ def test_annotators_add_prints_a_working_token_and_list_shows_the_name(tmp_path,
     assert capsys.readouterr().out.split() == ["ada"]
     with pytest.raises(SystemExit, match="expected a NAME"):
         main(["annotators", "add", str(tmp_path / "d")])
+
+
+def test_label_never_asks_a_pair_twice_across_calls(tmp_path, capsys):
+    dataset = tmp_path / "ds"
+    main(["collect", "--dataset", str(dataset), "--embodiment", "Longstick", "--episodes", "2",
+          "--clip-length", "20", "--clips-per-episode", "4"])  # 8 clips: 28 pairs
+    main(["label", "--dataset", str(dataset), "--queries", "20"])
+    main(["label", "--dataset", str(dataset), "--queries", "20", "--seed", "1"])
+    assert "labelled 0 pending and 8 new queries" in capsys.readouterr().out
+    with PreferenceDataset.open(dataset) as store:
+        asked = [frozenset(q.clip_ids) for q in store.queries()]
+        assert len(asked) == len(set(asked)) == 28 and len(store.labels()) == 28
