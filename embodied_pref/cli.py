@@ -137,7 +137,8 @@ def train_reward(
     net: RewardNetConfig = RewardNetConfig(),
     training: RewardTrainingConfig = RewardTrainingConfig(),
 ) -> None:
-    """Fit a reward ensemble to every pairwise label in a dataset; save it to `out`.
+    """Fit a reward ensemble to every label in a dataset (pairs, and the pairs each triplet
+    ranking implies); save it to `out`.
 
     Args:
         dataset: Dataset directory with labels.

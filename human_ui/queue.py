@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from embodied_pref.data import Label, Outcome, Query
+from embodied_pref.gathering import TRIPLET_PAIRS
 from embodied_pref.query_selection import asked_sets, distinct_sets, pair_scores, select_pairs
 from embodied_pref.reward_nets import RewardEnsemble
 from embodied_pref.segments import clip_batch
@@ -270,7 +271,7 @@ class LabelQueue:
             rows = distinct_sets(len(ids), k, n * self.config.oversample, self._rng, exclude)
             pool = clip_batch(self.dataset, ids)
             scores = np.mean([pair_scores(method, self.ensemble, pool[rows[:, a]], pool[rows[:, b]])
-                              for a, b in ((0, 1), (0, 2), (1, 2))], axis=0)
+                              for a, b in TRIPLET_PAIRS], axis=0)
             top = np.argsort(-scores, kind="stable")[:n]
             rows, scores = rows[top], scores[top]
         if not len(rows):
