@@ -48,7 +48,8 @@ from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder, pad_videos
 from embodied_pref.rapl.ot_reward import OTRewardConfig, best_reference, ot_returns
 from embodied_pref.rapl.rlhf import FrameRewardHead, PixelReward, RLHFConfig, clip_returns, train_rlhf
 from embodied_pref.rapl.tcc import TCCConfig, train_tcc
-from embodied_pref.rapl.training import OptimConfig, autocast, distributed_context
+from embodied_pref.distributed import autocast, distributed_context
+from embodied_pref.rapl.training import OptimConfig
 from embodied_pref.rapl.triplets import Triplets, synthetic_triplets
 from embodied_pref.rapl.video_reward import FrameVideoReward, OTVideoReward
 from embodied_pref.rollout import rollout

@@ -22,7 +22,8 @@ import torch
 from embodied_pref.data import Label, Outcome, Query
 from embodied_pref.rapl.alignment import LOSSES, AlignmentConfig, train_alignment, triplet_accuracy
 from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder, pad_videos, resize_frames
-from embodied_pref.rapl.training import OptimConfig, distributed_context
+from embodied_pref.distributed import distributed_context
+from embodied_pref.rapl.training import OptimConfig
 from embodied_pref.rapl.triplets import triplets_from_labels
 from embodied_pref.store import PreferenceDataset
 

@@ -7,7 +7,6 @@ A trainer supplies `batch_loss(model, indices) -> (loss, metrics)`; the loop dra
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
+
+from embodied_pref.distributed import DistributedContext, autocast, distributed_context
 
 BatchLoss = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 """(model, indices (B,) int64) -> (scalar loss, metrics for the log)."""
@@ -58,41 +59,6 @@ class OptimConfig:
                 raise ValueError(f"field '{name}': expected an int >= 1, found {getattr(self, name)!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"field 'learning_rate': expected a positive float, found {self.learning_rate!r}")
-
-
-@dataclass(frozen=True)
-class DistributedContext:
-    """This process's place in a (possibly single-process) run."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def distributed_context(device: str = "auto") -> DistributedContext:
-    """Joins the process group when WORLD_SIZE > 1 (as set by torchrun); picks the device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if world_size > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    rank = torch.distributed.get_rank() if world_size > 1 else 0
-    return DistributedContext(rank, world_size, dev)
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA when enabled, else a no-op."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
