@@ -5,13 +5,15 @@ against the hidden preference)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import gymnasium
+import numpy as np
 from tqdm.auto import tqdm
 
 import envs.franka as franka
 import envs.xmagical as xmagical
+from envs.xmagical import variants as xmagical_variants
 from embodied_pref.data import Trajectory
 from embodied_pref.rollout import Policy, rollout
 
@@ -28,6 +30,52 @@ class TaskSpec:
     """(env, quality, violate, seed) -> policy bound to env."""
     preference: str
     """What the ground-truth preference reward encodes (for dataset cards)."""
+    success: Callable[[Trajectory], float]
+    """Task success of an episode in [0, 1] (X-MAGICAL: its `eval_score`)."""
+    violates: Callable[[Trajectory], bool]
+    """Whether an episode goes against the hidden preference."""
+
+
+# Franka state rows (see FrankaPushEnv): 7 joint positions, 7 velocities, 3 EE xyz, then xyz
+# per block (task objects first), then the goal xy.
+_FRANKA_BLOCKS = 17
+# Group: blocks further apart than this at the end were pushed apart (the scripted grouping
+# leaves them ~0.06 apart, the violating plan 0.14); clutter: a distractor moved this far
+# was disturbed.
+FRANKA_APART = 0.12
+FRANKA_DISTURBED = 0.03
+
+
+def _franka_blocks(obs: np.ndarray) -> np.ndarray:
+    """Block xy from one state vector: (n_blocks, 2)."""
+    return obs[_FRANKA_BLOCKS:-2].reshape(-1, 3)[:, :2]
+
+
+def _franka_success(n_objects: int) -> Callable[[Trajectory], float]:
+    def success(episode: Trajectory) -> float:
+        last = episode.observations[-1]
+        distance = np.linalg.norm(_franka_blocks(last)[:n_objects] - last[-2:], axis=1)
+        return float((distance < franka.GOAL_RADIUS).mean())
+    return success
+
+
+def _franka_violates(task: str) -> Callable[[Trajectory], bool]:
+    def violates(episode: Trajectory) -> bool:
+        first, last = _franka_blocks(episode.observations[0]), _franka_blocks(episode.observations[-1])
+        if task == "group":
+            return bool(np.linalg.norm(last[0] - last[1]) > FRANKA_APART)
+        return bool((np.linalg.norm(last[1:] - first[1:], axis=1) > FRANKA_DISTURBED).any())
+    return violates
+
+
+def _xmagical_violates(task: str) -> Callable[[Trajectory], bool]:
+    def violates(episode: Trajectory) -> bool:
+        if task == "avoid":
+            return bool(xmagical_variants.zone_occupancy(episode.observations)[0].any())
+        if task == "group":
+            return bool(xmagical_variants.debris_spread(episode.observations[-1]) > xmagical_variants.SPREAD_TOLERANCE)
+        return False
+    return violates
 
 
 def _xmagical(task: str, preference: str) -> TaskSpec:
@@ -36,6 +84,8 @@ def _xmagical(task: str, preference: str) -> TaskSpec:
         embodiments=xmagical.EMBODIMENTS,
         demonstrator=lambda env, quality, violate, seed: xmagical.make_demonstrator(env, quality, seed, violate),
         preference=preference,
+        success=lambda episode: float(episode.metadata["eval_score"]),
+        violates=_xmagical_violates(task),
     )
 
 
@@ -45,6 +95,8 @@ def _franka(task: str, preference: str) -> TaskSpec:
         embodiments=("Panda",),
         demonstrator=lambda env, quality, violate, seed: franka.ScriptedPusher(env, quality, float(violate), seed),
         preference=preference,
+        success=_franka_success(2 if task == "group" else 1),
+        violates=_franka_violates(task),
     )
 
 
@@ -73,13 +125,16 @@ def scripted_episodes(
     observation: str = "state",
     record_frames: bool = False,
     progress: bool = False,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> list[Trajectory]:
-    """One episode per entry of `qualities` (and of `violations`), seeds seed, seed+1, …"""
+    """One episode per entry of `qualities` (and of `violations`), seeds seed, seed+1, …;
+    `env_kwargs` go to `gymnasium.make` (e.g. {"layout": "random"} for X-MAGICAL)."""
     spec = task_spec(task)
     if embodiment not in spec.embodiments:
         raise ValueError(f"embodiment: task {task!r} has {spec.embodiments}, found {embodiment!r}")
     violations = violations if violations is not None else [False] * len(qualities)
-    env = gymnasium.make(spec.env_id(embodiment, observation), render_mode="rgb_array" if record_frames else None)
+    env = gymnasium.make(spec.env_id(embodiment, observation), render_mode="rgb_array" if record_frames else None,
+                         **dict(env_kwargs or {}))
     try:
         episodes = []
         for i, (quality, violate) in enumerate(

@@ -20,9 +20,11 @@ except ImportError:
 
 from envs.franka.controller import ScriptedPusher
 from envs.franka.push import CONTROLS, OBSERVATIONS, TASKS, FrankaPushEnv, check_choice
+from envs.franka.scene import GOAL_RADIUS
 
 __all__ = [
     "CONTROLS",
+    "GOAL_RADIUS",
     "KITCHEN_ID",
     "OBSERVATIONS",
     "TASKS",

@@ -24,7 +24,12 @@ from envs.xmagical import variants
 
 EMBODIMENTS: tuple[str, ...] = tuple(e.value for e in Embodiment)
 OBSERVATIONS: tuple[str, ...] = ("state", "pixels")
-LAYOUTS: tuple[str, ...] = ("demo", "random")
+LAYOUTS: tuple[str, ...] = ("demo", "random", "jitter")
+# layout="jitter": the demo layout with every block moved by up to this much in x and y
+# (uniform, per episode seed): distinct start states that keep the demo's structure (the
+# middle block stays on the avoid zone's path to the goal). The robot is not moved: its
+# fingers hang on joints that a teleported body would tear.
+JITTER_XY = 0.1
 # sweep: x-magical's SweepToTop; avoid, group: RAPL's variants (see `variants`).
 TASKS: tuple[str, ...] = ("sweep", "avoid", "group")
 _INNER_ENVS = {
@@ -187,6 +192,8 @@ class SweepToTopEnv(gymnasium.Env):
         # The inner env would otherwise draw its seed from numpy's global generator.
         self._inner.seed(int(self.np_random.integers(2**31 - 1)))
         obs = self._inner.reset()
+        if self.layout == "jitter":
+            obs = self._jitter_layout()
         self._elapsed_steps = 0
         return self._as_obs(obs), self._info(self._inner.get_reward())
 
@@ -208,6 +215,15 @@ class SweepToTopEnv(gymnasium.Env):
         truncated = self._elapsed_steps == self.max_episode_steps
         reward = float(reward)
         return self._as_obs(obs), reward, False, truncated, self._info(reward)
+
+    def _jitter_layout(self) -> np.ndarray:
+        """Moves the blocks of the fresh layout; returns the new observation."""
+        for shape in self._inner._SweepToTopEnv__debris_shapes:
+            body = shape.shape_body
+            dx, dy = self.np_random.uniform(-JITTER_XY, JITTER_XY, size=2)
+            body.position = (body.position[0] + dx, body.position[1] + dy)
+            self._inner._space.reindex_shapes_for_body(body)
+        return self._inner.render(mode="rgb_array") if self.observation == "pixels" else self._inner.get_state()
 
     @property
     def elapsed_steps(self) -> int:

@@ -227,3 +227,21 @@ def test_preference_reward_ranks_compliant_over_violating_noisy_and_random(task,
         assert all(i["zone_entries"] >= 1 for i in violating_info)
     else:
         assert max(i["spread"] for i in compliant_info) < min(i["spread"] for i in violating_info)
+
+
+def test_jitter_layout_moves_the_blocks_per_seed_and_keeps_the_middle_block_on_the_zone_path():
+    env = gymnasium.make(env_id("Gripper", "state", "avoid"), layout="jitter")
+    demo = gymnasium.make(env_id("Gripper", "state", "avoid"))
+    starts = [env.reset(seed=seed)[0] for seed in range(6)]
+    base = demo.reset(seed=0)[0]
+    assert len({tuple(np.round(s, 4)) for s in starts}) == 6
+    np.testing.assert_array_equal(env.reset(seed=3)[0], starts[3])
+    for start in starts:
+        offsets = start[2:8] - base[2:8]
+        assert 0 < np.abs(offsets).max() <= 0.1 + 1e-6
+        np.testing.assert_allclose(start[:2], base[:2])  # the robot is not moved
+        assert abs(start[4]) < 0.12  # middle block x: still under the zone
+    # The moved blocks are real bodies: a still step leaves them where the jitter put them.
+    env.reset(seed=5)
+    obs, *_ = env.step(np.zeros(3, np.float32))
+    np.testing.assert_allclose(obs[2:8], starts[5][2:8], atol=1e-3)
