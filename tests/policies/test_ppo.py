@@ -7,7 +7,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from embodied_pref.experiments.xmagical_data import scripted_episodes
 from envs.xmagical import env_id
 from policies.learned_reward import LearnedRewardVecEnv
-from policies.ppo import PPOAgent, PPOConfig
+from policies.ppo import PPOAgent, PPOConfig, policy_for
 
 ENV = env_id("Longstick", "state")  # 50-step episodes keep these tests short
 
@@ -51,6 +51,27 @@ def test_ppo_agent_trains_saves_and_reloads(tmp_path):
     other.load(tmp_path / "agent.zip")
     np.testing.assert_array_equal(agent.act(obs, deterministic=True), other.act(obs, deterministic=True))
     assert other.steps_trained >= 256
+
+
+def test_config_and_agent_name_what_they_reject():
+    with pytest.raises(ValueError, match="PPOConfig.vec_env: expected one of"):
+        PPOConfig(vec_env="threads")
+    with pytest.raises(ValueError, match="PPOConfig.policy: expected one of"):
+        PPOConfig(policy="Cnn")
+    with pytest.raises(ValueError, match="checkpoint_every=100: expected a checkpoint_dir"):
+        PPOAgent(ENV, PPOConfig(n_envs=1, checkpoint_every=100))
+    with pytest.raises(ValueError, match=r"Pixels-v0: CnnPolicy \(NatureCNN\) expects images of at least 36x36"):
+        PPOAgent(env_id("Gripper", "pixels"), PPOConfig(n_envs=1), env_kwargs={"pixel_size": 32})
+
+
+def test_auto_policy_follows_the_observation_space():
+    box = gymnasium.spaces.Box
+    assert policy_for(gymnasium.make(ENV).observation_space) == "MlpPolicy"
+    assert policy_for(box(0, 255, (112, 112, 3), np.uint8)) == "CnnPolicy"
+    assert policy_for(box(0, 255, (3, 64, 64), np.uint8)) == "CnnPolicy"
+    assert policy_for(box(0, 1, (112, 112, 3), np.float32)) == "MlpPolicy"  # not an SB3 image
+    assert policy_for(gymnasium.spaces.Dict({"pixels": box(0, 255, (64, 64, 3), np.uint8)})) == "MultiInputPolicy"
+    assert type(PPOAgent(ENV, PPOConfig(n_envs=1)).model.policy).__name__ == "ActorCriticPolicy"
 
 
 def _shuffled_ground_truth(seed: int):
