@@ -181,3 +181,23 @@ class StandardizedReward:
 
     def __call__(self, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
         return ((self.reward_fn(obs, acts, next_obs) - self.mean) / self.std).astype(np.float32)
+
+
+class PessimisticReward:
+    """A `RewardFn` that discounts what the ensemble disagrees on: mean − k·std over members.
+
+    A policy optimized against it gains little from states where the members differ, which is
+    where a learned reward is most easily gamed.
+    """
+
+    def __init__(self, ensemble: RewardEnsemble, k: float = 1.0) -> None:
+        if k < 0:
+            raise ValueError(f"k: expected >= 0, found {k}")
+        self.ensemble, self.k = ensemble, k
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        tensors = [torch.as_tensor(a, dtype=torch.float32, device=self.ensemble.device) for a in (obs, acts, next_obs)]
+        members = self.ensemble(*tensors)
+        spread = members.std(0) if len(members) > 1 else torch.zeros_like(members[0])
+        return (members.mean(0) - self.k * spread).cpu().numpy().astype(np.float32)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from embodied_pref.evaluation import evaluate_reward
-from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig, StandardizedReward
+from embodied_pref.reward_nets import PessimisticReward, RewardEnsemble, RewardNetConfig, StandardizedReward
 from embodied_pref.reward_training import RewardTrainingConfig, train_reward
 from embodied_pref.segments import PreferencePairs, SegmentBatch
 
@@ -173,3 +173,15 @@ def test_potential_term_telescopes_over_a_segment_and_survives_a_checkpoint(tmp_
     again = RewardEnsemble.load(tmp_path / "r.pt")
     np.testing.assert_array_equal(again.predict(obs[:, 0], acts[:, 0], obs[:, 1]),
                                   ensemble.predict(obs[:, 0], acts[:, 0], obs[:, 1]))
+
+
+def test_pessimistic_reward_discounts_member_disagreement():
+    torch.manual_seed(0)
+    ensemble = RewardEnsemble(3, 1, RewardNetConfig(hidden_sizes=(8,), ensemble_size=4))
+    obs = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    acts = np.zeros((50, 1), np.float32)
+    members = ensemble(*(torch.as_tensor(a) for a in (obs, acts, obs))).detach().numpy()
+    np.testing.assert_allclose(PessimisticReward(ensemble, 0.0)(obs, acts, obs), ensemble.predict(obs, acts, obs), atol=1e-6)
+    np.testing.assert_allclose(PessimisticReward(ensemble, 2.0)(obs, acts, obs),
+                               members.mean(0) - 2.0 * members.std(0, ddof=1), atol=1e-5)
+    assert (PessimisticReward(ensemble, 1.0)(obs, acts, obs) < ensemble.predict(obs, acts, obs)).all()

@@ -1,0 +1,106 @@
+"""Running a diffusion policy in gymnasium environments: several episodes in lockstep, so
+that one batched denoising call serves every env; each env keeps its last To observations
+and executes Ta actions of every sampled chunk before sampling again.
+
+Episodes come back as `Trajectory`s exactly as `embodied_pref.rollout.rollout` records them
+(ground truth from `info["gt_reward"]`, `eval_score` in the metadata).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from embodied_pref.data import Trajectory
+from policies.diffusion.configuration import DiffusionPolicyConfig
+from policies.diffusion.policy import DiffusionPolicy
+
+ChunkSampler = Callable[[dict[str, torch.Tensor], np.ndarray], np.ndarray]
+"""(obs history of the active envs {"state": (B, To, Ds), camera: (B, To, H, W, 3)}, their
+env indices (B,)) -> executed actions (B, Ta, Da) in env units."""
+
+
+def policy_sampler(policy: DiffusionPolicy, seed: int) -> ChunkSampler:
+    """Samples chunks from `policy` with its own seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def sample(obs: dict[str, torch.Tensor], envs: np.ndarray) -> np.ndarray:
+        obs = {k: v.to(policy.device) for k, v in obs.items()}
+        return policy.predict_action(obs, generator).cpu().numpy()
+
+    return sample
+
+
+def _history(steps: list[list[Any]], n_obs_steps: int) -> np.ndarray:
+    """The last To entries of each env's list, the first repeated before the start: (B, To, ...)."""
+    return np.stack([np.stack([s[max(0, len(s) - n_obs_steps + i)] for i in range(n_obs_steps)]) for s in steps])
+
+
+def run_episodes(
+    make_env: Callable[[], gym.Env],
+    seeds: Sequence[int],
+    config: DiffusionPolicyConfig,
+    sample: ChunkSampler,
+    *,
+    record_frames: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> list[Trajectory]:
+    """One episode per seed, run in lockstep; envs that finish drop out of the batch."""
+    envs = [make_env() for _ in seeds]
+    try:
+        n = len(envs)
+        first = [env.reset(seed=int(seed)) for env, seed in zip(envs, seeds)]
+        observations = [[np.asarray(obs, np.float32)] for obs, _ in first]
+        needs_frames = record_frames or bool(config.cameras)
+        frames = [[env.render()] for env in envs] if needs_frames else None
+        actions: list[list[np.ndarray]] = [[] for _ in range(n)]
+        rewards: list[list[float]] = [[] for _ in range(n)]
+        last_info: list[dict] = [info for _, info in first]
+        terminated = [False] * n
+        active = np.arange(n)
+        while len(active):
+            obs = {}
+            if config.state_dim:
+                obs["state"] = torch.from_numpy(_history([observations[i] for i in active], config.n_obs_steps))
+            for camera in config.cameras:
+                obs[camera.name] = torch.from_numpy(_history([frames[i] for i in active], config.n_obs_steps))
+            chunk = sample(obs, active)
+            still = []
+            for row, i in enumerate(active):
+                done = False
+                for action in chunk[row]:
+                    action = np.clip(action, envs[i].action_space.low, envs[i].action_space.high).astype(np.float32)
+                    o, reward, term, trunc, info = envs[i].step(action)
+                    observations[i].append(np.asarray(o, np.float32))
+                    actions[i].append(action)
+                    rewards[i].append(float(info.get("gt_reward", reward)))
+                    if frames is not None:
+                        frames[i].append(envs[i].render())
+                    last_info[i], terminated[i] = info, bool(term)
+                    if term or trunc:
+                        done = True
+                        break
+                if not done:
+                    still.append(i)
+            active = np.array(still, dtype=int)
+        trajectories = []
+        for i, env in enumerate(envs):
+            meta = dict(metadata or {})
+            if "eval_score" in last_info[i]:
+                meta["eval_score"] = float(last_info[i]["eval_score"])
+            spec = env.spec
+            trajectories.append(Trajectory(
+                observations=np.asarray(observations[i]), actions=np.asarray(actions[i]),
+                rewards=np.asarray(rewards[i], np.float32),
+                frames=np.asarray(frames[i], np.uint8) if record_frames else None,
+                env_id=spec.id if spec is not None else type(env.unwrapped).__name__,
+                seed=int(seeds[i]), embodiment=str(last_info[i].get("embodiment", "")),
+                terminated=terminated[i], metadata=meta,
+            ))
+        return trajectories
+    finally:
+        for env in envs:
+            env.close()
