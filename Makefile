@@ -32,7 +32,8 @@ test: setup browser
 
 bench: setup
 	$(PY) bench/reward_pipeline.py
-	$(PY) bench/envs.py
+	$(PY) bench/env_throughput.py
+	$(PY) bench/policy.py --quick
 	$(PY) bench/ot.py
 	$(PY) bench/ui.py
 

@@ -1,33 +1,25 @@
 """Environment throughput: steps/s with random actions and frames/s of `render()` for every
 registered env of ours, and the X-MAGICAL wrapper against raw x-magical in the same process.
 
-    .venv/bin/python bench/envs.py [--steps 1000] [--filter XMagical]
+    .venv/bin/python bench/env_throughput.py [--steps 1000] [--filter XMagical]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-# Run as a script, this file's directory comes first on sys.path and its name would shadow
-# the `envs` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import gymnasium
+import numpy as np
 
-import gymnasium  # noqa: E402
-import numpy as np  # noqa: E402
-
-import envs.franka  # noqa: E402,F401  (registers the ids)
-import envs.xmagical  # noqa: E402
-from envs.xmagical.sweep_to_top import EPISODE_STEPS, FPS, PHYS_ITER, PHYS_STEPS  # noqa: E402
-from xmagical.benchmarks import EMBODIMENT_TO_CLASS, Embodiment  # noqa: E402
-from xmagical.benchmarks import sweep_to_top as xm_sweep  # noqa: E402
-
+import envs.franka  # noqa: F401  (registers the ids)
+import envs.xmagical
+from envs.xmagical.sweep_to_top import EPISODE_STEPS, FPS, PHYS_ITER, PHYS_STEPS
+from xmagical.benchmarks import EMBODIMENT_TO_CLASS, Embodiment
+from xmagical.benchmarks import sweep_to_top as xm_sweep
 
 def our_env_ids(pattern: str) -> list[str]:
     return sorted(i for i in gymnasium.registry if i.startswith("embodied_pref/") and pattern in i)
-
 
 def gym_rates(env_id: str, steps: int, frames: int) -> tuple[float, float]:
     """(steps/s, frames/s) of a gymnasium env under uniformly random actions."""
@@ -47,7 +39,6 @@ def gym_rates(env_id: str, steps: int, frames: int) -> tuple[float, float]:
     env.close()
     return step_rate, frame_rate
 
-
 def raw_xmagical_rate(embodiment: str, steps: int, res: int) -> float:
     """steps/s of x-magical's own SweepToTop (old gym API, draws a res×res frame every step)."""
     env = xm_sweep.SweepToTopEnv(
@@ -65,7 +56,6 @@ def raw_xmagical_rate(embodiment: str, steps: int, res: int) -> float:
     rate = steps / (time.perf_counter() - start)
     env.close()
     return rate
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -88,7 +78,6 @@ def main() -> None:
         raw_tiny = raw_xmagical_rate(embodiment, args.steps, 1)
         print(f"| {embodiment} | {ours:,.0f} | {raw_default:,.0f} | {raw_tiny:,.0f} | "
               f"{ours / raw_default:.2f} | {ours / raw_tiny:.2f} |")
-
 
 if __name__ == "__main__":
     main()

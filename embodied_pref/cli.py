@@ -12,6 +12,7 @@ import torch
 import tyro
 
 from embodied_pref.evaluation import evaluate_reward
+from embodied_pref.experiments.align_policy import AlignPolicyConfig, run_align_policy
 from embodied_pref.experiments.continuous_regret import ContinuousRegretConfig, run_continuous_regret
 from embodied_pref.experiments.demo import DemoConfig, evaluate_policy, run_demo
 from embodied_pref.experiments.env_grid import render_env_grid
@@ -21,7 +22,8 @@ from embodied_pref.experiments.regret import RegretExperimentConfig, run_regret_
 from embodied_pref.experiments.reward_quality import RewardQualityConfig, run_reward_quality
 from embodied_pref.experiments.tasks import scripted_episodes, task_spec
 from embodied_pref.gathering import TeacherGatherer, dataset_teacher
-from embodied_pref.loop import ask, fit_reward, standardized_on_pool
+from embodied_pref.loop import ask, fit_reward
+from embodied_pref.policy_training import TrainPolicyConfig, run_train_policy
 from embodied_pref.rapl.stored_labels import StoredRankingsConfig, train_on_stored_rankings
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
@@ -31,7 +33,7 @@ from envs.xmagical import env_id
 from human_ui.annotators import add_annotator
 from human_ui.config import UIConfig
 from human_ui.server import serve
-from policies.ppo import PPOAgent, PPOConfig
+from policies.ppo import PPOAgent
 
 
 def demo(config: Annotated[DemoConfig, tyro.conf.arg(name="")]) -> None:
@@ -51,6 +53,7 @@ def collect(
     clip_length: int = 50,
     clips_per_episode: int = 4,
     frames: bool = False,
+    layout: str | None = None,
     seed: int = 0,
 ) -> None:
     """Record scripted episodes of a task into a dataset directory (created if missing) and
@@ -67,6 +70,8 @@ def collect(
         clip_length: Steps per clip.
         clips_per_episode: Clips cut at random starts from each episode.
         frames: Record RGB frames and write an H.264 mp4 preview of every clip (for labeling by people).
+        layout: X-MAGICAL start layout: demo (one start state), random, or jitter (the demo
+            layout with every block moved per seed); default: demo.
         seed: First episode seed; also seeds clip starts.
     """
     if not 0 <= violating_fraction <= 1:
@@ -78,7 +83,8 @@ def collect(
         violations = [i < round(violating_fraction * episodes) for i in range(episodes)]
         violations = list(np.random.default_rng(seed).permutation(violations))
         trajectories = scripted_episodes(task, embodiment, cycle, seed, violations=violations,
-                                         record_frames=frames, progress=True)
+                                         record_frames=frames, progress=True,
+                                         env_kwargs=None if layout is None else {"layout": layout})
         for trajectory in trajectories:
             store.add_trajectory(trajectory)
         clips = cut_clips(trajectories, clip_length, clips_per_episode, np.random.default_rng(seed))
@@ -186,37 +192,22 @@ def train_rapl(
     print(json.dumps({"encoder": str(out), **asdict(report)}))
 
 
-def train_policy(
-    out: Path,
-    reward: Path | None = None,
-    dataset: Path | None = None,
-    embodiment: str = "Gripper",
-    steps: int = 50_000,
-    ppo: PPOConfig = PPOConfig(),
-) -> None:
-    """Train PPO on X-MAGICAL SweepToTop (state) on a learned reward, or on the ground truth
-    when no --reward is given.
+def train_policy(config: Annotated[TrainPolicyConfig, tyro.conf.arg(name="")]) -> None:
+    """Train or align a policy. Pick --algo and give what it needs:
 
-    Args:
-        out: Where to save the policy (SB3 zip).
-        reward: Reward ensemble checkpoint; omit to train on the ground-truth reward.
-        dataset: Dataset whose clips standardize the learned reward (required with --reward).
-        embodiment: Gripper, Shortstick, Mediumstick or Longstick.
-        steps: Environment steps.
-        ppo: PPO hyperparameters.
+    - ppo: --task (and --observation pixels for a CNN policy); --reward with --dataset trains
+      on a learned reward (an ensemble from train-reward, or a RAPL encoder with
+      --reward-kind rapl), no --reward on the ground truth.
+    - diffusion-bc: --dataset with demonstrations (`collect --task T --qualities 1.0`), on the
+      same --task; writes a diffusion policy directory to --out.
+    - diffusion-rwr, dppo: --policy (a diffusion-bc output), --reward and --dataset (its
+      clips standardize the reward, its trajectories anchor the policy by BC).
+    - diffusion-dpo: --policy and a --dataset with preference labels (`label`).
+
+    Example: embodied-pref collect --dataset runs/avoid --task xmagical-avoid --qualities 1.0
+      then: embodied-pref train-policy --algo diffusion-bc --task xmagical-avoid --dataset runs/avoid --out runs/bc
     """
-
-    reward_fn = None
-    if reward is not None:
-        if dataset is None:
-            raise SystemExit("--dataset is required with --reward (its clips standardize the reward)")
-        with PreferenceDataset.open(dataset) as store:
-            pool = clip_pool(store)
-        reward_fn = standardized_on_pool(RewardEnsemble.load(reward).predict, pool)
-    agent = PPOAgent(env_id(embodiment, "state"), ppo, log_dir=out.parent / "tensorboard")
-    agent.train(reward_fn, steps, progress=True)
-    agent.save(out)
-    print(f"{out}: PPO trained {steps} steps on {'the learned reward' if reward else 'the ground truth'}")
+    print(run_train_policy(config))
 
 
 def evaluate(
@@ -263,6 +254,7 @@ def experiment(
             Annotated[ContinuousRegretConfig, tyro.conf.subcommand("continuous-regret", prefix_name=False)],
             Annotated[RegretExperimentConfig, tyro.conf.subcommand("regret", prefix_name=False)],
             Annotated[RaplExperimentConfig, tyro.conf.subcommand("rapl", prefix_name=False)],
+            Annotated[AlignPolicyConfig, tyro.conf.subcommand("align-policy", prefix_name=False)],
         ],
         tyro.conf.arg(name=""),
     ],
@@ -274,7 +266,7 @@ def experiment(
     """
     runners = {RewardQualityConfig: run_reward_quality, LabelEfficiencyConfig: run_label_efficiency,
                ContinuousRegretConfig: run_continuous_regret, RegretExperimentConfig: run_regret_experiment,
-               RaplExperimentConfig: run_rapl_experiment}
+               RaplExperimentConfig: run_rapl_experiment, AlignPolicyConfig: run_align_policy}
     runners[type(config)](config)
 
 

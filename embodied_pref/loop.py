@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -78,6 +79,10 @@ class IterationRecord:
     trajectories: int
     reward_validation_accuracy: float
     policy_gt_return: float
+    policy_success: float | None = None
+    """Mean `eval_score` of the evaluation episodes (None: the env reports none)."""
+    policy_violation_rate: float | None = None
+    """Share of evaluation episodes that violate the preference (None: no `violates` given)."""
 
 
 def mean_gt_return(trajectories: Sequence[Trajectory]) -> float:
@@ -132,6 +137,14 @@ def _staged(path: Path) -> Path:
     return path.with_name(f"{path.stem}.staged{path.suffix}")
 
 
+def _move_into_place(staged: Path, path: Path) -> None:
+    """Rename `staged` to `path`. A checkpoint directory replaces the old one, which is removed
+    first; the staged copy survives a crash in between, and its recorded stage brings it back."""
+    if staged.is_dir() and path.exists():
+        shutil.rmtree(path)
+    os.replace(staged, path)
+
+
 def _save_and_record(save: Callable[[Path], None], path: Path, dataset: PreferenceDataset,
                      state: dict, **stage) -> dict:
     """Write a checkpoint beside `path`, record `stage` in the loop state, then move the
@@ -139,7 +152,7 @@ def _save_and_record(save: Callable[[Path], None], path: Path, dataset: Preferen
     save(_staged(path))
     state = {**state, **stage}
     dataset.set_meta(LOOP_STATE_KEY, state)
-    os.replace(_staged(path), path)
+    _move_into_place(_staged(path), path)
     return state
 
 
@@ -147,7 +160,9 @@ def _settle_staged(path: Path, recorded: bool) -> None:
     """After a crash: move a checkpoint whose stage was recorded into place, drop any other."""
     if _staged(path).exists():
         if recorded:
-            os.replace(_staged(path), path)
+            _move_into_place(_staged(path), path)
+        elif _staged(path).is_dir():
+            shutil.rmtree(_staged(path))
         else:
             _staged(path).unlink()
 
@@ -192,8 +207,12 @@ def run_pbrl_loop(
     reward_config: RewardNetConfig = RewardNetConfig(),
     training_config: RewardTrainingConfig = RewardTrainingConfig(),
     on_iteration: Callable[[IterationRecord], None] | None = None,
+    violates: Callable[[Trajectory], bool] | None = None,
+    eval_episodes: int = 4,
 ) -> list[IterationRecord]:
-    """Run (or resume) the loop; returns one record per completed iteration.
+    """Run (or resume) the loop; returns one record per completed iteration. Each record
+    scores `eval_episodes` of the policy's episodes: ground-truth return, success (the env's
+    `eval_score`) and, given `violates`, the share that goes against the preference.
 
     Each stage of an iteration is recorded in the dataset when it is done (round's rollouts
     and clips stored, queries asked, labels in, reward fitted, policy trained), so a run
@@ -249,14 +268,16 @@ def run_pbrl_loop(
             pool = clip_pool(dataset)
             agent.train(standardized_on_pool(ensemble.predict, pool), loop_config.policy_steps_per_iteration)
             state = _save_and_record(agent.save, agent_path, dataset, state, policy_trained=iteration)
-        evaluation = agent.rollouts(4, seed=1_000_000 + iteration)
-
+        evaluation = agent.rollouts(eval_episodes, seed=1_000_000 + iteration)
+        scores = [t.metadata["eval_score"] for t in evaluation if "eval_score" in t.metadata]
         record = IterationRecord(
             iteration=iteration,
             labels=len(dataset.labels()),
             trajectories=len(dataset.trajectory_ids()),
             reward_validation_accuracy=float(val_accuracy),
             policy_gt_return=mean_gt_return(evaluation),
+            policy_success=float(np.mean(scores)) if scores else None,
+            policy_violation_rate=None if violates is None else float(np.mean([violates(t) for t in evaluation])),
         )
         records.append(record)
         state = {**state, "completed": iteration + 1, "records": [asdict(r) for r in records],

@@ -114,3 +114,45 @@ def test_label_never_asks_a_pair_twice_across_calls(tmp_path, capsys):
     with PreferenceDataset.open(dataset) as store:
         asked = [frozenset(q.clip_ids) for q in store.queries()]
         assert len(asked) == len(set(asked)) == 28 and len(store.labels()) == 28
+
+
+@pytest.mark.slow
+def test_train_policy_runs_every_diffusion_algorithm_from_collected_data(tmp_path, capsys):
+    dataset = tmp_path / "avoid"
+    main(["collect", "--dataset", str(dataset), "--task", "xmagical-avoid", "--episodes", "6", "--qualities", "1.0",
+          "--violating-fraction", "0.5", "--layout", "jitter", "--clip-length", "20", "--clips-per-episode", "4"])
+    main(["label", "--dataset", str(dataset), "--queries", "30"])
+    reward = tmp_path / "reward.pt"
+    main(["train-reward", "--dataset", str(dataset), "--out", str(reward), "--training.max-epochs", "5",
+          "--training.no-progress", "--net.hidden-sizes", "16"])
+    capsys.readouterr()
+    common = ["--task", "xmagical-avoid", "--layout", "jitter", "--dataset", str(dataset)]
+    bc = tmp_path / "bc"
+    main(["train-policy", "--algo", "diffusion-bc", *common, "--out", str(bc), "--unet", "tiny",
+          "--bc.steps", "4", "--bc.eval-every", "2", "--bc.trainer.batch-size", "8", "--bc.no-progress"])
+    assert (bc / "model.safetensors").exists() and "BC on 6 trajectories for 4 steps" in capsys.readouterr().out
+    aligned = {
+        "diffusion-dpo": ["--dpo.steps", "3", "--dpo.trainer.batch-size", "4", "--dpo.no-progress"],
+        "diffusion-rwr": ["--reward", str(reward), "--rwr.rounds", "1", "--rwr.episodes-per-round", "2",
+                          "--rwr.updates-per-round", "2", "--rwr.trainer.batch-size", "8", "--rwr.no-progress"],
+        "dppo": ["--reward", str(reward), "--dppo.iterations", "1", "--dppo.episodes-per-iteration", "2",
+                 "--dppo.epochs", "1", "--dppo.no-progress", "--pessimism", "1.0"],
+    }
+    for algo, options in aligned.items():
+        out = tmp_path / algo
+        main(["train-policy", "--algo", algo, *common, "--policy", str(bc), "--out", str(out), *options])
+        printed = capsys.readouterr().out
+        assert printed.startswith(str(out)), printed
+        if algo == "dppo":
+            assert (out / "dppo.json").exists() and (out / "actor" / "model.safetensors").exists()
+        else:
+            assert (out / "config.json").exists()
+    with pytest.raises(SystemExit, match="--policy is required"):
+        main(["train-policy", "--algo", "dppo", *common, "--reward", str(reward), "--out", str(tmp_path / "x")])
+
+
+def test_train_policy_ppo_on_the_ground_truth_of_a_task(tmp_path, capsys):
+    out = tmp_path / "ppo.zip"
+    main(["train-policy", "--algo", "ppo", "--task", "xmagical-avoid", "--steps", "64", "--out", str(out),
+          "--ppo.n-envs", "1", "--ppo.n-steps", "64", "--ppo.batch-size", "32", "--ppo.n-epochs", "1"])
+    assert out.exists() and "trained 64 steps on the ground truth" in capsys.readouterr().out

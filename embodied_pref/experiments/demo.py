@@ -33,8 +33,35 @@ from embodied_pref.rollout import rollout
 from embodied_pref.segments import SegmentBatch, clip_pool
 from embodied_pref.store import PreferenceDataset
 from envs.xmagical import env_id, state_reward
+from embodied_pref.experiments.tasks import task_spec
+from policies.diffusion.agent import DiffusionAgent, DiffusionAgentConfig
+from policies.diffusion.bc import BCConfig, pretrain
+from policies.diffusion.configuration import DiffusionPolicyConfig
+from policies.diffusion.rwr import RWRConfig
+from policies.diffusion.training import TrainerConfig
 from policies.greedy_advantage import GreedyAdvantageAgent
 from policies.ppo import PPOAgent, PPOConfig
+
+
+@dataclass(frozen=True)
+class DiffusionDemoConfig:
+    """The diffusion policy of `demo --policy diffusion`."""
+
+    demonstrations: int = 30
+    """BC demonstrations, of the qualities below cycled (a mediocre start the loop improves on)."""
+    qualities: tuple[float, ...] = (0.6, 0.8, 1.0)
+    """Scripted-demonstrator qualities of the demonstrations."""
+    unet: str = "tiny"
+    """UNet preset (tiny, cpu, low-dim)."""
+    bc: BCConfig = field(default_factory=lambda: BCConfig(
+        steps=2_000, eval_every=1_000, progress=False,
+        trainer=TrainerConfig(learning_rate=1e-3, warmup_steps=100, batch_size=64)))
+    """BC pretraining."""
+    agent: DiffusionAgentConfig = field(default_factory=lambda: DiffusionAgentConfig(
+        rwr=RWRConfig(episodes_per_round=16, updates_per_round=100, progress=False)))
+    """Fine-tuning in each round: rwr (advantage-weighted with --preference-model regret) or dppo."""
+    steps_per_iteration: int = 3_200
+    """Rollout steps of fine-tuning per round (replaces --loop.policy-steps-per-iteration)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,12 @@ class DemoConfig:
     )
     value: ExpertValueConfig = ExpertValueConfig()
     """V̂ of the regret teacher (--preference-model regret only)."""
+    policy: str = "ppo"
+    """ppo: PPO on the learned reward (greedy on Â with --preference-model regret). diffusion:
+    a diffusion policy pretrained by BC, fine-tuned every round by reward-weighted regression
+    (advantage-weighted on Â with --preference-model regret) or DPPO (--diffusion.agent.algorithm)."""
+    diffusion: DiffusionDemoConfig = DiffusionDemoConfig()
+    """The diffusion policy (--policy diffusion only)."""
     ppo: PPOConfig = PPOConfig()
     """PPO settings, for the agent on the learned reward and the ground-truth baseline alike."""
     reward_training: RewardTrainingConfig = RewardTrainingConfig(max_epochs=100, progress=False)
@@ -76,8 +109,12 @@ class Actor(Protocol):
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray: ...
 
 
-def evaluate_policy(agent_or_none: Actor | None, embodiment: str, episodes: int, seed: int) -> tuple[float, float]:
+def evaluate_policy(agent_or_none: Actor | DiffusionAgent | None, embodiment: str, episodes: int, seed: int
+                    ) -> tuple[float, float]:
     """Mean ground-truth return and mean final eval score; `None` is the uniform random policy."""
+    if isinstance(agent_or_none, DiffusionAgent):
+        episodes_ = agent_or_none.rollouts(episodes, seed)
+        return float(np.mean([t.rewards.sum() for t in episodes_])), float(np.mean([t.metadata["eval_score"] for t in episodes_]))
     env = gymnasium.make(env_id(embodiment, "state"))
     env.action_space.seed(seed)
 
@@ -108,6 +145,26 @@ def held_out_epic(ensemble: RewardEnsemble, clips: SegmentBatch, seed: int, n: i
 
 
 PREFERENCE_MODELS = ("partial-return", "regret")
+POLICIES = ("ppo", "diffusion")
+
+
+def pretrained_diffusion_agent(config: DemoConfig, run_dir: Path, advantage: bool) -> DiffusionAgent:
+    """A diffusion policy BC-pretrained on scripted demonstrations (cached in run_dir/bc)."""
+    d = config.diffusion
+    qualities = [d.qualities[i % len(d.qualities)] for i in range(d.demonstrations)]
+    demos = scripted_episodes(config.embodiment, qualities, config.seed * 100_000 + 70_000)
+    state_env = env_id(config.embodiment, "state")
+    probe = gymnasium.make(state_env)
+    limits = (probe.action_space.low, probe.action_space.high)
+    probe.close()
+    policy_config = DiffusionPolicyConfig(state_dim=demos[0].observations.shape[1],
+                                          action_dim=demos[0].actions.shape[1], unet=d.unet)
+    print(f"[demo] BC pretraining of the diffusion policy on {len(demos)} demonstrations")
+    pretrained, _ = pretrain(policy_config, demos, run_dir / "bc", replace(d.bc, seed=config.seed), action_limits=limits)
+    agent_config = d.agent
+    if advantage:
+        agent_config = replace(agent_config, rwr=replace(agent_config.rwr, score="advantage"))
+    return DiffusionAgent(state_env, pretrained, demos, run_dir / "finetune", agent_config)
 
 
 def held_out_clips(config: DemoConfig) -> SegmentBatch:
@@ -120,6 +177,8 @@ def held_out_clips(config: DemoConfig) -> SegmentBatch:
 def run_demo(config: DemoConfig) -> dict:
     if config.preference_model not in PREFERENCE_MODELS:
         raise ValueError(f"--preference-model: expected one of {PREFERENCE_MODELS}, found {config.preference_model!r}")
+    if config.policy not in POLICIES:
+        raise ValueError(f"--policy: expected one of {POLICIES}, found {config.policy!r}")
     start = time.monotonic()
     run_dir = config.runs_dir / config.name
     dataset_dir = run_dir / "dataset"
@@ -137,7 +196,8 @@ def run_demo(config: DemoConfig) -> dict:
 
     def report(record: IterationRecord) -> None:
         print(f"[demo] iteration {record.iteration}: {record.labels} labels, reward val acc "
-              f"{record.reward_validation_accuracy:.3f}, policy GT return {record.policy_gt_return:.2f} "
+              f"{record.reward_validation_accuracy:.3f}, policy GT return {record.policy_gt_return:.2f}, "
+              f"success {_or_dash(record.policy_success)}, violation rate {_or_dash(record.policy_violation_rate)} "
               f"({time.monotonic() - start:.0f}s)")
 
     if config.preference_model == "regret":
@@ -150,9 +210,14 @@ def run_demo(config: DemoConfig) -> dict:
         teacher = scaled_teacher(config.teacher, initial, config.loop.clip_length, config.seed)
         agent = PPOAgent(state_env, config.ppo, log_dir=run_dir / "tensorboard")
         learner = XMAGICAL_REWARD_NET
+    loop_config = config.loop
+    if config.policy == "diffusion":
+        agent = pretrained_diffusion_agent(config, run_dir, advantage=config.preference_model == "regret")
+        loop_config = replace(loop_config, policy_steps_per_iteration=config.diffusion.steps_per_iteration)
     records = run_pbrl_loop(
-        dataset, agent, TeacherGatherer(dataset, teacher), run_dir, lambda: initial, config.loop,
+        dataset, agent, TeacherGatherer(dataset, teacher), run_dir, lambda: initial, loop_config,
         learner, replace(config.reward_training, seed=config.seed), on_iteration=report,
+        violates=task_spec("xmagical-sweep").violates,
     )
 
     ensemble = RewardEnsemble.load(run_dir / "reward.pt")
@@ -176,7 +241,13 @@ def run_demo(config: DemoConfig) -> dict:
     gt_return, gt_score = evaluate_policy(gt_agent, config.embodiment, config.eval_episodes, 2_000_000)
     random_return, random_score = evaluate_policy(None, config.embodiment, config.eval_episodes, 2_000_000)
 
-    policy_name = "greedy on learned advantage" if config.preference_model == "regret" else f"PPO on learned reward ({total_steps} steps)"
+    if config.policy == "diffusion":
+        policy_name = (f"diffusion policy, {config.diffusion.agent.algorithm}"
+                       f"{' (advantage-weighted on Â)' if config.preference_model == 'regret' else ''} on the learned reward")
+    elif config.preference_model == "regret":
+        policy_name = "greedy on learned advantage"
+    else:
+        policy_name = f"PPO on learned reward ({total_steps} steps)"
     rows = [
         ("labels used", f"{records[-1].labels}"),
         *extra_rows,
@@ -188,6 +259,10 @@ def run_demo(config: DemoConfig) -> dict:
         ("GT return: random policy", f"{random_return:.2f} (score {random_score:.2f})"),
     ]
     table = "| quantity | value |\n|---|---:|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    rounds = ("| round | labels | reward val acc | policy GT return | success | violation rate |\n"
+              "|---:|---:|---:|---:|---:|---:|\n" + "\n".join(
+                  f"| {r.iteration} | {r.labels} | {r.reward_validation_accuracy:.3f} | {r.policy_gt_return:.2f} | "
+                  f"{_or_dash(r.policy_success)} | {_or_dash(r.policy_violation_rate)} |" for r in records))
     plot_curves(
         [r.labels for r in records],
         {"reward validation accuracy": {"learned reward": [[r.reward_validation_accuracy] for r in records]},
@@ -200,11 +275,17 @@ def run_demo(config: DemoConfig) -> dict:
     (run_dir / "report.md").write_text(
         f"# embodied-pref demo: SweepToTop-{config.embodiment} (state), preference model "
         f"`{config.preference_model}`, teacher `{teacher.name}`\n\n"
-        f"{table}\n\n![learning curves](learning_curves.png)\n\n![learned vs true](returns_scatter.png)\n\n"
+        f"{table}\n\nPer round (4 evaluation episodes; SweepToTop has no hidden "
+        f"preference, so no episode violates one):\n\n{rounds}\n\n![learning curves](learning_curves.png)\n\n![learned vs true](returns_scatter.png)\n\n"
         f"Wall time: {elapsed:.0f} s. Config:\n\n```json\n{json.dumps(asdict(config), indent=2, default=str)}\n```\n"
     )
     print(table)
+    print(rounds)
     print(f"[demo] report: {run_dir / 'report.md'} ({elapsed:.0f}s)")
     dataset.close()
     return {"records": [asdict(r) for r in records], "reward": asdict(reward_eval), "epic": epic,
             "learned_return": learned_return, "gt_return": gt_return, "random_return": random_return}
+
+
+def _or_dash(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"

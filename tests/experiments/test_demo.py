@@ -19,9 +19,9 @@ from policies.ppo import PPOConfig
 
 
 def report_rows(report: str) -> dict[str, str]:
-    """The `| quantity | value |` rows of report.md."""
+    """The `| quantity | value |` rows of report.md (the per-round table has more columns)."""
     rows = [line.strip("|").split(" | ") for line in report.splitlines() if line.startswith("| ")]
-    return {key.strip(): value.strip() for key, value in rows if key.strip() != "quantity"}
+    return {row[0].strip(): row[1].strip() for row in rows if len(row) == 2 and row[0].strip() != "quantity"}
 
 
 def test_tiny_demo_writes_report_and_plots(tmp_path, capsys):
@@ -38,6 +38,10 @@ def test_tiny_demo_writes_report_and_plots(tmp_path, capsys):
     assert (run_dir / "learning_curves.png").stat().st_size > 0
     assert (run_dir / "returns_scatter.png").stat().st_size > 0
     assert "| labels used | 20 |" in capsys.readouterr().out
+    report = (run_dir / "report.md").read_text()
+    for record in result["records"]:  # one per-round row: labels, GT return, success, violation rate
+        assert (f"| {record['iteration']} | {record['labels']} | " in report
+                and f"{record['policy_success']:.2f} | {record['policy_violation_rate']:.2f} |" in report)
 
     # The report states the numbers the run returns.
     assert rows["labels used"] == "20" and result["records"][-1]["labels"] == 20

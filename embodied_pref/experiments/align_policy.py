@@ -1,0 +1,292 @@
+"""Aligning a pretrained diffusion policy with a hidden preference: BC on demonstrations
+that mix preferred and dispreferred behaviour, then alignment (i) on the reward the loop
+learns from synthetic preference labels (reward-weighted regression, DPPO) and (ii) on the
+labels directly (Diffusion-DPO). Per task, method and seed: task success, the share of
+episodes that violate the preference, ground-truth and learned return, labels used and wall
+time, on randomized start states; a bar plot, a learned-vs-true return plot per fine-tuning
+run (a policy that games the learned reward shows as a rising learned and a falling true
+return), results.json and table.md.
+
+Under `torchrun` every rank trains (the trainers average gradients) and only rank 0
+evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import torch
+
+from embodied_pref.distributed import distributed_context
+from embodied_pref.evaluation import evaluate_reward
+from embodied_pref.experiments.results import mean_std, save_results
+from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
+from embodied_pref.experiments.tasks import scripted_episodes, task_spec
+from embodied_pref.gathering import TeacherGatherer, scaled_teacher
+from embodied_pref.loop import ask, fit_reward, standardized_on_pool
+from embodied_pref.plots import plot_grouped_bars, plot_learned_vs_true
+from embodied_pref.reward_nets import PessimisticReward, RewardNetConfig
+from embodied_pref.reward_training import RewardTrainingConfig
+from embodied_pref.segments import clip_pool, cut_clips, labelled_pairs, stack_segments
+from embodied_pref.store import PreferenceDataset
+from policies.diffusion.bc import BCConfig, pretrain
+from policies.diffusion.configuration import DiffusionPolicyConfig
+from policies.diffusion.dpo import DPOConfig, train_dpo
+from policies.diffusion.dppo import DPPOConfig, DPPOPolicy, dppo_sampler, train_dppo
+from policies.diffusion.policy import DiffusionPolicy
+from policies.diffusion.runner import policy_sampler, run_episodes
+from policies.diffusion.rwr import RWRConfig, learned_rewards, train_rwr
+from policies.diffusion.training import TrainerConfig
+
+METHODS = ("pretrained", "rwr", "dpo", "dppo")
+EMBODIMENT = {"xmagical-avoid": "Gripper", "xmagical-group": "Gripper", "franka-group": "Panda",
+              "franka-clutter": "Panda"}
+# X-MAGICAL's "jitter" layout moves every block per seed and keeps the avoid zone on the
+# middle block's path; Franka draws block and goal positions per seed anyway.
+ENV_KWARGS = {"xmagical-avoid": {"layout": "jitter"}, "xmagical-group": {"layout": "jitter"}}
+
+
+@dataclass(frozen=True)
+class AlignPolicyConfig:
+    """The align-policy experiment. Defaults: the full preset, sized for one GPU."""
+
+    tasks: tuple[str, ...] = ("xmagical-avoid", "franka-group")
+    """Tasks with a hidden preference (see `collect --task`)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Alignment seeds (labels, reward, fine-tuning, evaluation episodes); the pretrained
+    policy is trained once per task with --bc.seed and aligned by every seed."""
+    methods: tuple[str, ...] = METHODS
+    """pretrained (BC only), rwr, dpo, dppo."""
+    quick: bool = False
+    """CPU preset: tiny UNet, fewer demonstrations, steps and episodes (about 30 minutes on 2 cores)."""
+    demonstrations: int = 200
+    """Expert demonstrations for BC; `violating_share` of them go against the preference."""
+    violating_share: float = 0.5
+    """Share of demonstrations that violate the preference."""
+    unet: str = "cpu"
+    """UNet preset of the policy (tiny, cpu, low-dim)."""
+    bc: BCConfig = field(default_factory=lambda: BCConfig(
+        steps=20_000, eval_every=2_000, progress=False,
+        trainer=TrainerConfig(learning_rate=1e-4, batch_size=256)))
+    """BC pretraining."""
+    preference_episodes: int = 40
+    """Episodes (mixed quality, 30% violating) whose clips are labelled."""
+    labels: int = 500
+    """Oracle labels on distinct uniformly drawn clip pairs."""
+    clip_length: int = 50
+    """Steps per labelled clip."""
+    reward_net: RewardNetConfig = XMAGICAL_REWARD_NET
+    """The state reward the loop learns (s' only)."""
+    pessimism: float = 0.0
+    """k of the pessimistic reward (ensemble mean − k·std) given to RWR and DPPO."""
+    rwr: RWRConfig = field(default_factory=lambda: RWRConfig(rounds=8, episodes_per_round=32, progress=False))
+    dpo: DPOConfig = field(default_factory=lambda: DPOConfig(steps=2_000, progress=False))
+    dppo: DPPOConfig = field(default_factory=lambda: DPPOConfig(iterations=20, episodes_per_iteration=32, progress=False))
+    eval_episodes: int = 20
+    """Evaluation episodes per policy (seeds no training episode uses)."""
+    workers: int = 2
+    """Tasks run in parallel processes (1 thread each); 1 runs them in this process."""
+    device: str = "auto"
+    """Trainer device (auto: CUDA when available)."""
+    out: Path = Path("runs/experiments/align_policy")
+    """Directory for results.json, table.md and the plots."""
+
+    def resolved(self) -> "AlignPolicyConfig":
+        """With --quick, the CPU preset."""
+        if not self.quick:
+            return self
+        trainer = TrainerConfig(learning_rate=1e-3, warmup_steps=100, batch_size=128, device=self.device)
+        return replace(
+            self, quick=False, demonstrations=100, unet="tiny", labels=300, eval_episodes=20,
+            bc=replace(self.bc, steps=4_000, eval_every=1_000, trainer=trainer),
+            rwr=replace(self.rwr, rounds=3, episodes_per_round=16, updates_per_round=100,
+                        trainer=replace(self.rwr.trainer, device=self.device)),
+            dpo=replace(self.dpo, steps=300, trainer=replace(self.dpo.trainer, device=self.device)),
+            dppo=replace(self.dppo, iterations=3, episodes_per_iteration=16,
+                         trainer=replace(self.dppo.trainer, device=self.device)),
+        )
+
+
+def _policy_outcomes(task: str, episodes, reward_fn) -> dict[str, float]:
+    spec = task_spec(task)
+    return {"success": float(np.mean([spec.success(e) for e in episodes])),
+            "violation_rate": float(np.mean([spec.violates(e) for e in episodes])),
+            "gt_return": float(np.mean([e.rewards.sum() for e in episodes])),
+            "learned_return": float(np.mean([learned_rewards(reward_fn, e).sum() for e in episodes]))}
+
+
+def _labelled_dataset(task: str, seed: int, config: AlignPolicyConfig, directory: Path) -> PreferenceDataset:
+    """The loop's first stage on a fresh dataset: mixed episodes, clips, oracle labels."""
+    embodiment, env_kwargs = EMBODIMENT[task], ENV_KWARGS.get(task, {})
+    rng = np.random.default_rng([seed, 1])
+    n = config.preference_episodes
+    episodes = scripted_episodes(task, embodiment, list(rng.choice([0.3, 0.6, 0.9, 1.0], n)), seed * 100_000 + 50_000,
+                                 violations=list(rng.uniform(size=n) < 0.3), env_kwargs=env_kwargs)
+    dataset = PreferenceDataset.create(directory, description=f"align-policy labels, {task}, seed {seed}")
+    for episode in episodes:
+        dataset.add_trajectory(episode)
+    dataset.add_clips(cut_clips(episodes, config.clip_length, 8, rng))
+    gatherer = TeacherGatherer(dataset, scaled_teacher("oracle", episodes, config.clip_length, seed))
+    ask(dataset, gatherer, config.labels, "uniform", None, 0, np.random.default_rng([seed, 2]))
+    return dataset
+
+
+def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]:
+    """Every method on one task and seed; returns one row per method."""
+    torch.set_num_threads(1)
+    ctx = distributed_context(config.device)
+    run = config.out / task / f"seed{seed}"
+    spec, embodiment, env_kwargs = task_spec(task), EMBODIMENT[task], ENV_KWARGS.get(task, {})
+    env_id = spec.env_id(embodiment, "state")
+
+    def make_env():
+        return gymnasium.make(env_id, **env_kwargs)
+
+    start = time.monotonic()
+    demos = _demonstrations(task, config)
+    pretrained = _pretrained(task, config, demos, make_env)
+    bc_time = time.monotonic() - start
+
+    dataset_dir = run / "labels"
+    dataset = PreferenceDataset.open(dataset_dir) if dataset_dir.exists() else _labelled_dataset(task, seed, config, dataset_dir)
+    with dataset:
+        training = RewardTrainingConfig(seed=seed, progress=False, max_epochs=200)
+        ensemble, _ = fit_reward(dataset, config.reward_net, training)
+        pool = clip_pool(dataset)
+        reward_fn = standardized_on_pool(ensemble.predict, pool)
+        tuned_reward = reward_fn if config.pessimism == 0 else standardized_on_pool(
+            PessimisticReward(ensemble, config.pessimism), pool)
+        pairs = labelled_pairs(dataset)
+        labels = len(dataset.labels())
+    held_out = scripted_episodes(task, embodiment, [0.3, 0.6, 0.9, 1.0] * 5, seed * 100_000 + 80_000,
+                                 violations=[False, True] * 10, env_kwargs=env_kwargs)
+    reward_eval = evaluate_reward(ensemble, stack_segments(list(_clips(held_out, config.clip_length))), seed=seed)
+
+    eval_seeds = [seed * 100_000 + 90_000 + i for i in range(config.eval_episodes)]
+    rows = []
+
+    def evaluate(method: str, policy, seconds: float, used: int, curve: list[dict] | None = None) -> None:
+        sampler = dppo_sampler(policy, seed) if isinstance(policy, DPPOPolicy) else policy_sampler(policy, seed)
+        episodes = run_episodes(make_env, eval_seeds, policy.config, sampler)
+        rows.append({"task": task, "seed": seed, "method": method, "labels": used, "wall_s": seconds,
+                     "reward_accuracy": reward_eval.accuracy, "reward_spearman": reward_eval.spearman,
+                     **_policy_outcomes(task, episodes, reward_fn), "curve": curve or []})
+
+    if "pretrained" in config.methods:
+        evaluate("pretrained", pretrained, bc_time, 0)
+
+    def on_round(_, policy, episodes) -> dict:
+        return {"success": float(np.mean([spec.success(e) for e in episodes])),
+                "violation_rate": float(np.mean([spec.violates(e) for e in episodes]))}
+
+    if "rwr" in config.methods:
+        t0 = time.monotonic()
+        policy, log = train_rwr(pretrained, tuned_reward, make_env, demos, run / "rwr", replace(config.rwr, seed=seed),
+                                first_seed=seed * 100_000 + 60_000, on_round=on_round)
+        evaluate("rwr", policy, time.monotonic() - t0, labels, log)
+    if "dpo" in config.methods:
+        t0 = time.monotonic()
+        policy, log = train_dpo(pretrained, pairs, run / "dpo", replace(config.dpo, seed=seed))
+        evaluate("dpo", policy, time.monotonic() - t0, labels, log)
+    if "dppo" in config.methods:
+        t0 = time.monotonic()
+        policy, log = train_dppo(pretrained, tuned_reward, make_env, run / "dppo", replace(config.dppo, seed=seed),
+                                 first_seed=seed * 100_000 + 70_000, on_iteration=on_round)
+        evaluate("dppo", policy, time.monotonic() - t0, labels, log)
+    return rows if ctx.is_main else []
+
+
+def _demonstrations(task: str, config: AlignPolicyConfig):
+    """The BC demonstrations of a task: experts, `violating_share` of them against the preference."""
+    n = config.demonstrations
+    violating = list(np.random.default_rng(config.bc.seed).permutation([i < round(config.violating_share * n) for i in range(n)]))
+    return scripted_episodes(task, EMBODIMENT[task], [1.0] * n, config.bc.seed * 100_000, violations=violating,
+                             env_kwargs=ENV_KWARGS.get(task, {}))
+
+
+def _pretrained(task: str, config: AlignPolicyConfig, demos, make_env) -> DiffusionPolicy:
+    """The pretrained policy every seed aligns: BC with the BC seed, trained once per task
+    (a later seed, or a rerun, loads it from <out>/<task>/bc/policy)."""
+    run = config.out / task / "bc"
+    if (run / "policy" / "config.json").exists():
+        return DiffusionPolicy.load(run / "policy")
+    probe = make_env()
+    limits = (probe.action_space.low, probe.action_space.high)
+    probe.close()
+    policy_config = DiffusionPolicyConfig(state_dim=demos[0].observations.shape[1], action_dim=demos[0].actions.shape[1],
+                                          unet=config.unet)
+    policy, _ = pretrain(policy_config, demos, run, config.bc, action_limits=limits)
+    return policy
+
+
+def _clips(episodes, length: int):
+    """Four clips of `length` steps from each episode, at evenly spaced starts."""
+    for episode in episodes:
+        for start in np.linspace(0, len(episode.actions) - length, 4).astype(int):
+            yield episode.segment(int(start), length)
+
+
+def _run_task(args) -> list[dict]:
+    task, config = args
+    return [row for seed in config.seeds for row in run_task_seed(task, seed, config)]
+
+
+def run_align_policy(config: AlignPolicyConfig) -> dict:
+    """Runs every task (in parallel worker processes) and seed; writes the results."""
+    config = config.resolved()
+    for task in config.tasks:
+        task_spec(task)
+        if task not in EMBODIMENT:
+            raise ValueError(f"tasks: {task!r} has no hidden preference to align with")
+    unknown = set(config.methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"methods: expected some of {METHODS}, found {sorted(unknown)}")
+    start = time.monotonic()
+    jobs = [(task, config) for task in config.tasks]
+    if config.workers > 1 and len(jobs) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        with ProcessPoolExecutor(min(config.workers, len(jobs))) as pool:
+            rows = [row for result in pool.map(_run_task, jobs) for row in result]
+    else:
+        rows = [row for job in jobs for row in _run_task(job)]
+    if not distributed_context(config.device).is_main:
+        return {}
+    table = ["| task | method | success | violation rate | GT return | labels | wall s | seeds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for task in config.tasks:
+        for method in config.methods:
+            got = [r for r in rows if r["task"] == task and r["method"] == method]
+            table.append(f"| {task} | {method} | {mean_std([r['success'] for r in got])} | "
+                         f"{mean_std([r['violation_rate'] for r in got])} | {mean_std([r['gt_return'] for r in got])} | "
+                         f"{got[0]['labels']} | {np.mean([r['wall_s'] for r in got]):.0f} | {len(got)} |")
+    reward_lines = [f"Reward learned by the loop on {task}: held-out accuracy "
+                    f"{mean_std([r['reward_accuracy'] for r in rows if r['task'] == task and r['method'] == config.methods[0]])}, "
+                    f"Spearman {mean_std([r['reward_spearman'] for r in rows if r['task'] == task and r['method'] == config.methods[0]])}"
+                    for task in config.tasks]
+    table += ["", *reward_lines, "", f"Wall time: {time.monotonic() - start:.0f} s"]
+    config.out.mkdir(parents=True, exist_ok=True)
+    plot_alignment(rows, config, config.out / "align_policy.png")
+    plot_overoptimization(rows, config, config.out / "learned_vs_true_return.png")
+    return save_results(config.out, config, rows, table)
+
+
+def plot_alignment(rows: list[dict], config: AlignPolicyConfig, path: Path) -> None:
+    """Success, violation rate and ground-truth return per task and method."""
+    metrics = ("success", "violation_rate", "gt_return")
+    series = {m: {f"{r['task']}/{r['method']}": [x[m] for x in rows if x["task"] == r["task"] and x["method"] == r["method"]]
+                  for r in rows} for m in metrics}
+    plot_grouped_bars(list(config.tasks), series, path, title="aligning a pretrained diffusion policy", panels=metrics)
+
+
+def plot_overoptimization(rows: list[dict], config: AlignPolicyConfig, path: Path) -> None:
+    """Learned vs ground-truth return of the fine-tuning rollouts, per task and method."""
+    runs = {f"{task} {method}": [[(c["learned_return"], c["gt_return"]) for c in r["curve"]]
+                                 for r in rows if r["task"] == task and r["method"] == method]
+            for task in config.tasks for method in ("rwr", "dppo") if method in config.methods}
+    if runs:
+        plot_learned_vs_true(runs, path, title="learned vs ground-truth return while fine-tuning")

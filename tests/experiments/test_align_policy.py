@@ -1,0 +1,40 @@
+import json
+
+import pytest
+
+from embodied_pref.experiments.align_policy import AlignPolicyConfig, run_align_policy
+from policies.diffusion.bc import BCConfig
+from policies.diffusion.dpo import DPOConfig
+from policies.diffusion.dppo import DPPOConfig
+from policies.diffusion.rwr import RWRConfig
+from policies.diffusion.training import TrainerConfig
+
+SMALL = TrainerConfig(batch_size=8, warmup_steps=1)
+
+
+@pytest.mark.slow
+def test_align_policy_reports_every_method_with_its_plots(tmp_path):
+    config = AlignPolicyConfig(
+        tasks=("xmagical-avoid",), seeds=(0,), demonstrations=4, unet="tiny", labels=20, preference_episodes=6,
+        bc=BCConfig(steps=4, eval_every=2, progress=False, trainer=SMALL),
+        rwr=RWRConfig(rounds=2, episodes_per_round=2, updates_per_round=2, trainer=SMALL, progress=False),
+        dpo=DPOConfig(steps=2, trainer=SMALL, progress=False),
+        dppo=DPPOConfig(iterations=2, episodes_per_iteration=2, epochs=1, trainer=SMALL, progress=False),
+        eval_episodes=2, workers=1, out=tmp_path)
+    result = run_align_policy(config)
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["pretrained", "rwr", "dpo", "dppo"] == [r["method"] for r in result["rows"]]
+    for row in rows:
+        assert 0 <= row["success"] <= 1 and 0 <= row["violation_rate"] <= 1
+        assert row["labels"] == (0 if row["method"] == "pretrained" else 20)
+    assert [len(r["curve"]) for r in rows if r["method"] in ("rwr", "dppo")] == [2, 2]
+    assert (tmp_path / "align_policy.png").stat().st_size > 0
+    assert (tmp_path / "learned_vs_true_return.png").stat().st_size > 0
+    assert "| xmagical-avoid | dpo |" in (tmp_path / "table.md").read_text()
+
+
+def test_align_policy_names_what_it_cannot_run(tmp_path):
+    with pytest.raises(ValueError, match="no hidden preference"):
+        run_align_policy(AlignPolicyConfig(tasks=("xmagical-sweep",), out=tmp_path))
+    with pytest.raises(ValueError, match="methods"):
+        run_align_policy(AlignPolicyConfig(methods=("ppo",), out=tmp_path))
