@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
-import numpy as np
 
 from embodied_pref.data import Trajectory
 from embodied_pref.reward_nets import RewardFn
@@ -107,9 +106,3 @@ class DiffusionAgent:
         self.policy = loader.load(path / "policy")
         self.steps_trained, self.rounds, self.log = state["steps_trained"], state["rounds"], state["log"]
 
-
-def success_and_return(episodes: Sequence[Trajectory]) -> dict[str, float]:
-    """Mean eval_score (when the env reports one) and ground-truth return of episodes."""
-    scores = [e.metadata["eval_score"] for e in episodes if "eval_score" in e.metadata]
-    return {"eval_score": float(np.mean(scores)) if scores else float("nan"),
-            "gt_return": float(np.mean([e.rewards.sum() for e in episodes]))}
