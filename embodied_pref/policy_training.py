@@ -20,8 +20,7 @@ from embodied_pref.rapl.video_reward import OTVideoReward
 from embodied_pref.reward_nets import PessimisticReward, RewardEnsemble, RewardFn
 from embodied_pref.segments import clip_pool, labelled_pairs
 from embodied_pref.store import PreferenceDataset
-from policies.diffusion.bc import BCConfig, pretrain
-from policies.diffusion.configuration import DiffusionPolicyConfig
+from policies.diffusion.bc import BCConfig, pretrain_for_env
 from policies.diffusion.dpo import DPOConfig, train_dpo
 from policies.diffusion.dppo import DPPOConfig, train_dppo
 from policies.diffusion.policy import DiffusionPolicy
@@ -128,24 +127,18 @@ def run_train_policy(config: TrainPolicyConfig) -> str:
         if config.algo == "ppo":
             return _ppo(config, env_id, env_kwargs, store)
         store = _need(store, "--dataset", config.algo)
-        if config.algo == "diffusion-bc":
-            demos = _trajectories(store)
-            probe = gymnasium.make(env_id, **env_kwargs)
-            limits = (probe.action_space.low, probe.action_space.high)
-            probe.close()
-            policy_config = DiffusionPolicyConfig(state_dim=demos[0].observations.shape[1],
-                                                  action_dim=demos[0].actions.shape[1], unet=config.unet)
-            policy, report = pretrain(policy_config, demos, config.out.parent / f"{config.out.name}_run", config.bc,
-                                      action_limits=limits)
-            policy.save(config.out)
-            return (f"{config.out}: diffusion policy, BC on {len(demos)} trajectories for {report.steps} steps "
-                    f"(last validation {report.history[-1] if report.history else '-'}; best checkpoint {report.best_checkpoint})")
-        pretrained = DiffusionPolicy.load(_need(config.policy, "--policy", config.algo))
         run_dir = config.out.parent / f"{config.out.name}_run"
 
         def make_env():
             return gymnasium.make(env_id, **env_kwargs)
 
+        if config.algo == "diffusion-bc":
+            demos = _trajectories(store)
+            policy, report = pretrain_for_env(make_env, demos, run_dir, config.bc, config.unet)
+            policy.save(config.out)
+            return (f"{config.out}: diffusion policy, BC on {len(demos)} trajectories for {report.steps} steps "
+                    f"(last validation {report.history[-1] if report.history else '-'}; best checkpoint {report.best_checkpoint})")
+        pretrained = DiffusionPolicy.load(_need(config.policy, "--policy", config.algo))
         if config.algo == "diffusion-dpo":
             policy, log = train_dpo(pretrained, labelled_pairs(store), run_dir, config.dpo)
             policy.save(config.out)

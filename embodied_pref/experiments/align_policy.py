@@ -35,8 +35,7 @@ from embodied_pref.reward_nets import PessimisticReward, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.segments import clip_pool, cut_clips, labelled_pairs, stack_segments
 from embodied_pref.store import PreferenceDataset
-from policies.diffusion.bc import BCConfig, pretrain
-from policies.diffusion.configuration import DiffusionPolicyConfig
+from policies.diffusion.bc import BCConfig, pretrain_for_env
 from policies.diffusion.dpo import DPOConfig, train_dpo
 from policies.diffusion.dppo import DPPOConfig, DPPOPolicy, dppo_sampler, train_dppo
 from policies.diffusion.policy import DiffusionPolicy
@@ -216,12 +215,7 @@ def _pretrained(task: str, config: AlignPolicyConfig, demos, make_env) -> Diffus
     run = config.out / task / "bc"
     if (run / "policy" / "config.json").exists():
         return DiffusionPolicy.load(run / "policy")
-    probe = make_env()
-    limits = (probe.action_space.low, probe.action_space.high)
-    probe.close()
-    policy_config = DiffusionPolicyConfig(state_dim=demos[0].observations.shape[1], action_dim=demos[0].actions.shape[1],
-                                          unet=config.unet)
-    policy, _ = pretrain(policy_config, demos, run, config.bc, action_limits=limits)
+    policy, _ = pretrain_for_env(make_env, demos, run, config.bc, config.unet)
     return policy
 
 

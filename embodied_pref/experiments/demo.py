@@ -35,8 +35,7 @@ from embodied_pref.store import PreferenceDataset
 from envs.xmagical import env_id, state_reward
 from embodied_pref.experiments.tasks import task_spec
 from policies.diffusion.agent import DiffusionAgent, DiffusionAgentConfig
-from policies.diffusion.bc import BCConfig, pretrain
-from policies.diffusion.configuration import DiffusionPolicyConfig
+from policies.diffusion.bc import BCConfig, pretrain_for_env
 from policies.diffusion.rwr import RWRConfig
 from policies.diffusion.training import TrainerConfig
 from policies.greedy_advantage import GreedyAdvantageAgent
@@ -154,13 +153,9 @@ def pretrained_diffusion_agent(config: DemoConfig, run_dir: Path, advantage: boo
     qualities = [d.qualities[i % len(d.qualities)] for i in range(d.demonstrations)]
     demos = scripted_episodes(config.embodiment, qualities, config.seed * 100_000 + 70_000)
     state_env = env_id(config.embodiment, "state")
-    probe = gymnasium.make(state_env)
-    limits = (probe.action_space.low, probe.action_space.high)
-    probe.close()
-    policy_config = DiffusionPolicyConfig(state_dim=demos[0].observations.shape[1],
-                                          action_dim=demos[0].actions.shape[1], unet=d.unet)
     print(f"[demo] BC pretraining of the diffusion policy on {len(demos)} demonstrations")
-    pretrained, _ = pretrain(policy_config, demos, run_dir / "bc", replace(d.bc, seed=config.seed), action_limits=limits)
+    pretrained, _ = pretrain_for_env(lambda: gymnasium.make(state_env), demos, run_dir / "bc",
+                                     replace(d.bc, seed=config.seed), d.unet)
     agent_config = d.agent
     if advantage:
         agent_config = replace(agent_config, rwr=replace(agent_config.rwr, score="advantage"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -154,3 +155,20 @@ def pretrain(
     best = top_k.best
     return averaged, BCReport(trainer.step, len(train_windows), len(val_windows) if val_windows else 0, history,
                               None if best is None else str(best))
+
+
+def pretrain_for_env(
+    make_env: Callable[[], gym.Env],
+    demonstrations: Sequence[Trajectory],
+    run_dir: Path,
+    config: BCConfig = BCConfig(),
+    unet: str = "cpu",
+) -> tuple[DiffusionPolicy, BCReport]:
+    """`pretrain` a state-conditioned policy shaped by the demonstrations, its actions
+    normalized by the limits of the env's action space."""
+    env = make_env()
+    limits = (env.action_space.low, env.action_space.high)
+    env.close()
+    policy_config = DiffusionPolicyConfig(state_dim=demonstrations[0].observations.shape[1],
+                                          action_dim=demonstrations[0].actions.shape[1], unet=unet)
+    return pretrain(policy_config, demonstrations, run_dir, config, action_limits=limits)

@@ -33,7 +33,7 @@ from embodied_pref.data import Trajectory
 from embodied_pref.distributed import distributed_context
 from embodied_pref.reward_nets import RewardFn
 from policies.diffusion.policy import DiffusionPolicy, Observation
-from policies.diffusion.runner import ChunkSampler, run_episodes
+from policies.diffusion.runner import ChunkSampler, observation_history, run_episodes
 from policies.diffusion.rwr import learned_rewards
 from policies.diffusion.training import PolicyTrainer, TrainerConfig
 from policies.diffusion.windows import ChunkWindows
@@ -328,8 +328,8 @@ def _chunk_batch(model: DPPOPolicy, critic: Critic, episodes: list[Trajectory],
         chunk_rewards = np.array([rewards[j * ta:(j + 1) * ta].sum() for j in range(len(chunks))], np.float32)
         states = torch.stack([obs["state"] for obs, _ in chunks]).to(device)
         values = critic(states).cpu().numpy()
-        last = torch.from_numpy(episode.observations[[max(0, len(episode.observations) - to + i) for i in range(to)]])
-        last_value = 0.0 if episode.terminated else float(critic(last[None].to(device))[0])
+        last = torch.from_numpy(observation_history([episode.observations], to))
+        last_value = 0.0 if episode.terminated else float(critic(last.to(device))[0])
         adv, ret = _gae(chunk_rewards, values, last_value, config.gamma, config.gae_lambda)
         obs_rows += [obs for obs, _ in chunks]
         chains += [chain for _, chain in chunks]

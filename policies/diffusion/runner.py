@@ -34,7 +34,7 @@ def policy_sampler(policy: DiffusionPolicy, seed: int) -> ChunkSampler:
     return sample
 
 
-def _history(steps: list[list[Any]], n_obs_steps: int) -> np.ndarray:
+def observation_history(steps: Sequence[Sequence[Any]], n_obs_steps: int) -> np.ndarray:
     """The last To entries of each env's list, the first repeated before the start: (B, To, ...)."""
     return np.stack([np.stack([s[max(0, len(s) - n_obs_steps + i)] for i in range(n_obs_steps)]) for s in steps])
 
@@ -64,9 +64,9 @@ def run_episodes(
         while len(active):
             obs = {}
             if config.state_dim:
-                obs["state"] = torch.from_numpy(_history([observations[i] for i in active], config.n_obs_steps))
+                obs["state"] = torch.from_numpy(observation_history([observations[i] for i in active], config.n_obs_steps))
             for camera in config.cameras:
-                obs[camera.name] = torch.from_numpy(_history([frames[i] for i in active], config.n_obs_steps))
+                obs[camera.name] = torch.from_numpy(observation_history([frames[i] for i in active], config.n_obs_steps))
             chunk = sample(obs, active)
             still = []
             for row, i in enumerate(active):

@@ -131,8 +131,7 @@ def train_rwr(
         log.append(row)
         trainer.log({k: v for k, v in row.items() if k != "round"}, "rollout")
         windows = ChunkWindows(episodes, pcfg)
-        windows = ChunkWindows(episodes, pcfg, window_weights(episodes, windows, reward_fn, config,
-                                                              pcfg.n_obs_steps, pcfg.n_action_steps))
+        windows.set_weights(window_weights(episodes, windows, reward_fn, config, pcfg.n_obs_steps, pcfg.n_action_steps))
         for _ in range(config.updates_per_round):
             obs, actions, weights = windows.batch(rng.integers(0, len(windows), config.trainer.batch_size))
             obs = {k: v.to(device) for k, v in obs.items()}

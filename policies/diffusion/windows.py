@@ -63,18 +63,22 @@ class ChunkWindows:
         pad_before, pad_after = config.n_obs_steps - 1, config.n_action_steps - 1
         starts = [np.arange(-pad_before, n - config.horizon + pad_after + 1) for n in lengths]
         self.index = WindowIndex(np.concatenate([np.full(len(s), i) for i, s in enumerate(starts)]), np.concatenate(starts))
-        weights = np.ones(len(self)) if weights is None else np.asarray(weights, dtype=np.float32)
-        if len(weights) == self.n_trajectories and len(weights) != len(self):
-            weights = weights[self.index.trajectory]
-        if weights.shape != (len(self),):
-            raise ValueError(f"weights: expected one per trajectory ({self.n_trajectories}) or per window "
-                             f"({len(self)}), found shape {weights.shape}")
-        self.weights = weights.astype(np.float32)
+        self.set_weights(np.ones(len(self)) if weights is None else weights)
         counts = np.bincount(self.index.trajectory, minlength=self.n_trajectories)
         self._first_window, self._window_count = np.concatenate([[0], np.cumsum(counts)[:-1]]), counts
 
     def __len__(self) -> int:
         return len(self.index.start)
+
+    def set_weights(self, weights: np.ndarray) -> None:
+        """Loss weights: one per trajectory, or one per window."""
+        weights = np.asarray(weights, dtype=np.float32)
+        if len(weights) == self.n_trajectories and len(weights) != len(self):
+            weights = weights[self.index.trajectory]
+        if weights.shape != (len(self),):
+            raise ValueError(f"weights: expected one per trajectory ({self.n_trajectories}) or per window "
+                             f"({len(self)}), found shape {weights.shape}")
+        self.weights = weights
 
     def windows_of(self, trajectories: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One uniformly drawn window index of each given trajectory: (B,) -> (B,)."""
