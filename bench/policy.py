@@ -172,7 +172,6 @@ def measure_success(config: DiffusionPolicyConfig, args: argparse.Namespace) -> 
     expert = scripted_episodes(TASK, EMBODIMENT, [1.0] * args.episodes, args.eval_seed, env_kwargs={"layout": LAYOUT})
     expert_score = float(np.mean([e.metadata["eval_score"] for e in expert]))
     demos = scripted_episodes(TASK, EMBODIMENT, [1.0] * args.bc_demos, args.demo_seed, env_kwargs={"layout": LAYOUT})
-    space = gymnasium.make(env_id, layout=LAYOUT).action_space
     bc = BCConfig(steps=args.bc_steps, eval_every=args.bc_steps, progress=False, seed=args.seed,
                   trainer=TrainerConfig(learning_rate=args.lr, batch_size=args.bc_batch, device=str(args.device),
                                         warmup_steps=min(TrainerConfig().warmup_steps, args.bc_steps // 10)))
@@ -180,7 +179,7 @@ def measure_success(config: DiffusionPolicyConfig, args: argparse.Namespace) -> 
     start = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory() as run_dir:
-            policy, report = pretrain(config, demos, Path(run_dir), bc, action_limits=(space.low, space.high))
+            policy, report = pretrain(config, demos, Path(run_dir), bc)
     except Exception as err:
         return {label: failure(err) for label, _, _ in SAMPLERS}, expert_score, trained
     trained += f", {time.perf_counter() - start:.0f} s, val_loss {report.history[-1].get('val_loss', float('nan')):.3f}"

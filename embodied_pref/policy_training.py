@@ -20,7 +20,7 @@ from embodied_pref.rapl.video_reward import OTVideoReward
 from embodied_pref.reward_nets import PessimisticReward, RewardEnsemble, RewardFn
 from embodied_pref.segments import clip_pool, labelled_pairs
 from embodied_pref.store import PreferenceDataset
-from policies.diffusion.bc import BCConfig, pretrain_for_env
+from policies.diffusion.bc import BCConfig, pretrain_state_policy
 from policies.diffusion.dpo import DPOConfig, train_dpo
 from policies.diffusion.dppo import DPPOConfig, train_dppo
 from policies.diffusion.policy import DiffusionPolicy
@@ -134,7 +134,7 @@ def run_train_policy(config: TrainPolicyConfig) -> str:
 
         if config.algo == "diffusion-bc":
             demos = _trajectories(store)
-            policy, report = pretrain_for_env(make_env, demos, run_dir, config.bc, config.unet)
+            policy, report = pretrain_state_policy(demos, run_dir, config.bc, config.unet)
             policy.save(config.out)
             return (f"{config.out}: diffusion policy, BC on {len(demos)} trajectories for {report.steps} steps "
                     f"(last validation {report.history[-1] if report.history else '-'}; best checkpoint {report.best_checkpoint})")

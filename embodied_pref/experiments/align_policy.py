@@ -35,7 +35,7 @@ from embodied_pref.reward_nets import PessimisticReward, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.segments import clip_pool, cut_clips, labelled_pairs, stack_segments
 from embodied_pref.store import PreferenceDataset
-from policies.diffusion.bc import BCConfig, pretrain_for_env
+from policies.diffusion.bc import BCConfig, pretrain_state_policy
 from policies.diffusion.dpo import DPOConfig, train_dpo
 from policies.diffusion.dppo import DPPOConfig, DPPOPolicy, dppo_sampler, train_dppo
 from policies.diffusion.policy import DiffusionPolicy
@@ -103,7 +103,7 @@ class AlignPolicyConfig:
         trainer = TrainerConfig(learning_rate=1e-3, warmup_steps=100, batch_size=128, device=self.device)
         return replace(
             self, quick=False, demonstrations=100, unet="tiny", labels=300, eval_episodes=20,
-            bc=replace(self.bc, steps=4_000, eval_every=1_000, trainer=trainer),
+            bc=replace(self.bc, steps=8_000, eval_every=2_000, trainer=trainer),
             rwr=replace(self.rwr, rounds=3, episodes_per_round=16, updates_per_round=100,
                         trainer=replace(self.rwr.trainer, device=self.device)),
             dpo=replace(self.dpo, steps=300, trainer=replace(self.dpo.trainer, device=self.device)),
@@ -149,7 +149,7 @@ def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]
 
     start = time.monotonic()
     demos = _demonstrations(task, config)
-    pretrained = _pretrained(task, config, demos, make_env)
+    pretrained = _pretrained(task, config, demos)
     bc_time = time.monotonic() - start
 
     dataset_dir = run / "labels"
@@ -209,13 +209,13 @@ def _demonstrations(task: str, config: AlignPolicyConfig):
                              env_kwargs=ENV_KWARGS.get(task, {}))
 
 
-def _pretrained(task: str, config: AlignPolicyConfig, demos, make_env) -> DiffusionPolicy:
+def _pretrained(task: str, config: AlignPolicyConfig, demos) -> DiffusionPolicy:
     """The pretrained policy every seed aligns: BC with the BC seed, trained once per task
     (a later seed, or a rerun, loads it from <out>/<task>/bc/policy)."""
     run = config.out / task / "bc"
     if (run / "policy" / "config.json").exists():
         return DiffusionPolicy.load(run / "policy")
-    policy, _ = pretrain_for_env(make_env, demos, run, config.bc, config.unet)
+    policy, _ = pretrain_state_policy(demos, run, config.bc, config.unet)
     return policy
 
 

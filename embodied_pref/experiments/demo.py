@@ -35,7 +35,7 @@ from embodied_pref.store import PreferenceDataset
 from envs.xmagical import env_id, state_reward
 from embodied_pref.experiments.tasks import task_spec
 from policies.diffusion.agent import DiffusionAgent, DiffusionAgentConfig
-from policies.diffusion.bc import BCConfig, pretrain_for_env
+from policies.diffusion.bc import BCConfig, pretrain_state_policy
 from policies.diffusion.rwr import RWRConfig
 from policies.diffusion.training import TrainerConfig
 from policies.greedy_advantage import GreedyAdvantageAgent
@@ -154,8 +154,7 @@ def pretrained_diffusion_agent(config: DemoConfig, run_dir: Path, advantage: boo
     demos = scripted_episodes(config.embodiment, qualities, config.seed * 100_000 + 70_000)
     state_env = env_id(config.embodiment, "state")
     print(f"[demo] BC pretraining of the diffusion policy on {len(demos)} demonstrations")
-    pretrained, _ = pretrain_for_env(lambda: gymnasium.make(state_env), demos, run_dir / "bc",
-                                     replace(d.bc, seed=config.seed), d.unet)
+    pretrained, _ = pretrain_state_policy(demos, run_dir / "bc", replace(d.bc, seed=config.seed), d.unet)
     agent_config = d.agent
     if advantage:
         agent_config = replace(agent_config, rwr=replace(agent_config.rwr, score="advantage"))

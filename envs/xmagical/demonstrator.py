@@ -18,7 +18,7 @@ import math
 import gymnasium
 import numpy as np
 
-from envs.xmagical.sweep_to_top import SweepToTopEnv
+from envs.xmagical.sweep_to_top import TURN_SATURATION, SweepToTopEnv
 
 # Push until the block is fully inside the goal zone (x-magical's score), which is
 # stricter than the dense reward's y > 0.88.
@@ -47,8 +47,8 @@ BODIES: dict[str, _Body] = {
     "Longstick": _Body(half_width=0.8, sweep=0.81),
 }
 
-# x-magical turns the body by up to ~0.31 rad a step and saturates at a turn command of
-# ~0.03, so heading control needs a small gain.
+# The body turns 5 rad a step per unit of turn command, up to TURN_SATURATION, so heading
+# control needs a small gain.
 TURN_GAIN = 0.2
 # Forward speed is scaled by cos(heading error)^power: turn first, then drive.
 APPROACH_GATE = 4.0
@@ -66,6 +66,9 @@ LAPSE_MAX_STEPS = 4
 # Noise std per action dimension (speed, turn, finger) at quality 0; turn is small
 # because of its steep response (see TURN_GAIN).
 NOISE_STD = np.array([0.3, 0.03, 0.3])
+# Commands are recorded as the env acts on them: a turn beyond the saturation is recorded
+# at it, so that demonstrations spend their action range on commands that differ.
+ACTION_BOUND = np.array([1.0, TURN_SATURATION, 1.0])
 
 
 class ScriptedSweeper:
@@ -77,8 +80,8 @@ class ScriptedSweeper:
         quality: 1.0 expert, 0.0 uniformly random, in between a noisier, lapsing expert.
         seed: seeds the sweeper's own generator (lapses and noise).
 
-    `__call__(obs)` ignores `obs` and returns a (A,) float32 action in [-1, 1], A = 3 for
-    Gripper and 2 for the sticks.
+    `__call__(obs)` ignores `obs` and returns a (A,) float32 action in [-1, 1] (turn within
+    ±`TURN_SATURATION`), A = 3 for Gripper and 2 for the sticks.
     """
 
     def __init__(self, env: gymnasium.Env, quality: float = 1.0, seed: int = 0) -> None:
@@ -101,10 +104,11 @@ class ScriptedSweeper:
         if self.env.elapsed_steps == 0:
             self._target, self._pushing, self._lapse_left = None, False, 0
         if self._in_lapse():
-            return self.rng.uniform(-1.0, 1.0, self._action_dim).astype(np.float32)
-        action = self._expert_action()
-        action = action + self.rng.normal(size=3) * NOISE_STD * (1.0 - self.quality)
-        return np.clip(action[: self._action_dim], -1.0, 1.0).astype(np.float32)
+            action = self.rng.uniform(-1.0, 1.0, self._action_dim)
+        else:
+            action = self._expert_action() + self.rng.normal(size=3) * NOISE_STD * (1.0 - self.quality)
+        bound = ACTION_BOUND[: self._action_dim]
+        return np.clip(action[: self._action_dim], -bound, bound).astype(np.float32)
 
     def _in_lapse(self) -> bool:
         """Start lapses at the rate that makes a (1 - quality)^1.5 share of steps random."""

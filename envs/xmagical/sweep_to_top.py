@@ -49,6 +49,10 @@ GOAL_Y = variants.GOAL_Y
 # x-magical declares its state in [-1, 1], but positions reach the arena half-size (1.1)
 # and normalised distances reach ~1.1; walls keep everything well inside this bound.
 STATE_BOUND = 1.5
+# The body turns by at most 0.3125 rad a step (the rotation joint's max_bias of 2.5 rad/s at
+# 8 steps a second), which a turn command of 0.0625 already reaches: any larger command
+# acts the same, so only this sliver of [-1, 1] steers.
+TURN_SATURATION = 0.0625
 
 
 def state_reward(next_obs: np.ndarray) -> np.ndarray:
@@ -98,7 +102,8 @@ class SweepToTopEnv(gymnasium.Env):
             debris-top distances (3), [finger width (1), Gripper only].
         pixels: (pixel_size, pixel_size, 3) uint8, the allocentric view.
     Actions: (3,) float32 in [-1, 1] for Gripper (speed, turn, finger), (2,) for the
-        sticks (speed, turn); values outside the box are clipped.
+        sticks (speed, turn); values outside the box are clipped, and turn commands beyond
+        ±`TURN_SATURATION` turn the body no faster than ±`TURN_SATURATION`.
     Reward: x-magical's dense ground truth, the negative mean distance of the debris to
         the top wall, where a block above y=0.88 counts as 0 (about -1 at the start, 0 when
         all are delivered). `info` carries it again as `gt_reward`, plus `eval_score`

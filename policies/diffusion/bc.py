@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import gymnasium as gym
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -73,7 +72,7 @@ def split_episodes(trajectories: Sequence[Trajectory], val_fraction: float, seed
 
 def fit_normalizer(policy: DiffusionPolicy, windows: ChunkWindows, state_mode: str,
                    action_limits: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    """Actions: the env's limits when known (else the data's); states: `state_mode` on the data."""
+    """Actions: `action_limits` when given, else the data's range; states: `state_mode` on the data."""
     if action_limits is not None:
         policy.normalizer.set_limits("action", *action_limits)
     else:
@@ -157,18 +156,18 @@ def pretrain(
                               None if best is None else str(best))
 
 
-def pretrain_for_env(
-    make_env: Callable[[], gym.Env],
+def pretrain_state_policy(
     demonstrations: Sequence[Trajectory],
     run_dir: Path,
     config: BCConfig = BCConfig(),
     unet: str = "cpu",
 ) -> tuple[DiffusionPolicy, BCReport]:
-    """`pretrain` a state-conditioned policy shaped by the demonstrations, its actions
-    normalized by the limits of the env's action space."""
-    env = make_env()
-    limits = (env.action_space.low, env.action_space.high)
-    env.close()
+    """`pretrain` a state-conditioned policy shaped by the demonstrations.
+
+    Actions are normalized by the demonstrations' own range, as Diffusion Policy does: an
+    env's box can be far wider than the commands that matter (X-MAGICAL's turn saturates at
+    1/16 of it), and normalizing by the box would leave the denoiser that sliver of [-1, 1].
+    """
     policy_config = DiffusionPolicyConfig(state_dim=demonstrations[0].observations.shape[1],
                                           action_dim=demonstrations[0].actions.shape[1], unet=unet)
-    return pretrain(policy_config, demonstrations, run_dir, config, action_limits=limits)
+    return pretrain(policy_config, demonstrations, run_dir, config)

@@ -6,6 +6,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from envs.xmagical import EMBODIMENTS, ScriptedSweeper, SweepToTopEnv, env_id, state_reward
+from envs.xmagical.sweep_to_top import TURN_SATURATION
 
 EPISODE_STEPS = {"Gripper": 100, "Shortstick": 100, "Mediumstick": 100, "Longstick": 50}
 SEEDS = range(5)
@@ -177,6 +178,37 @@ def test_sweeper_actions_fit_the_action_space(embodiment):
         action = ScriptedSweeper(env, quality=quality, seed=0)(obs)
         assert action.dtype == np.float32
         assert action in env.action_space
+
+
+def _heading_change(env: SweepToTopEnv, turn: float, steps: int = 3) -> float:
+    env.reset(seed=0)
+    start = env.privileged_state()["robot_angle"]
+    for _ in range(steps):
+        env.step(np.array([0.0, turn, 1.0], np.float32))
+    return env.privileged_state()["robot_angle"] - start
+
+
+def test_turn_commands_saturate_at_the_documented_value():
+    env = SweepToTopEnv("Gripper")
+    at_saturation = _heading_change(env, TURN_SATURATION)
+    assert _heading_change(env, 1.0) == pytest.approx(at_saturation, abs=1e-6)
+    assert _heading_change(env, -1.0) == pytest.approx(_heading_change(env, -TURN_SATURATION), abs=1e-6)
+    assert _heading_change(env, 0.8 * TURN_SATURATION) < 0.9 * at_saturation
+
+
+@pytest.mark.parametrize("embodiment", EMBODIMENTS)
+def test_sweeper_records_turns_within_the_saturation(embodiment):
+    env = SweepToTopEnv(embodiment, layout="random")
+    for quality in (1.0, 0.0):
+        obs, _ = env.reset(seed=1)
+        sweeper = ScriptedSweeper(env, quality=quality, seed=0)
+        turns = []
+        for _ in range(40):
+            action = sweeper(obs)
+            turns.append(action[1])
+            obs, *_ = env.step(action)
+        assert np.abs(turns).max() <= TURN_SATURATION
+    assert np.abs(turns).max() == pytest.approx(TURN_SATURATION)  # random commands, recorded as the env acts on them
 
 
 @pytest.mark.parametrize("embodiment", EMBODIMENTS)

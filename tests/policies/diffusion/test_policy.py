@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from embodied_pref.data import Trajectory
-from policies.diffusion.bc import BCConfig, pretrain
+from policies.diffusion.bc import BCConfig, pretrain, pretrain_state_policy
 from policies.diffusion.configuration import DiffusionPolicyConfig
 from policies.diffusion.policy import DiffusionPolicy
 from policies.diffusion.training import TrainerConfig
@@ -105,6 +105,18 @@ def test_bc_loss_falls_and_held_out_actions_approach_the_demonstrator(tmp_path):
     assert (tmp_path / "policy" / "model.safetensors").exists()
     best = json.loads((tmp_path / "checkpoints" / "best.json").read_text())
     assert [e["value"] for e in best] == sorted(e["value"] for e in best)
+
+
+def test_state_policy_actions_are_normalized_by_the_demonstrations_range(tmp_path):
+    demos = [Trajectory(observations=d.observations, actions=d.actions * np.array([1.0, 0.05], np.float32),
+                        rewards=None) for d in toy_demonstrations(6)]
+    config = BCConfig(steps=2, eval_every=2, progress=False, trainer=TrainerConfig(batch_size=8, warmup_steps=0))
+    policy, _ = pretrain_state_policy(demos, tmp_path, config, unet="tiny")
+    actions = torch.from_numpy(np.concatenate([d.actions for d in demos]))
+    normalized = policy.normalizer.normalize("action", actions)
+    # The narrow second dimension spans [-1, 1] too, rather than a twentieth of it.
+    assert torch.allclose(normalized.min(0).values, -torch.ones(2), atol=1e-3)
+    assert torch.allclose(normalized.max(0).values, torch.ones(2), atol=1e-3)
 
 
 class Killed(Exception):
