@@ -70,13 +70,13 @@ def split_episodes(trajectories: Sequence[Trajectory], val_fraction: float, seed
     return [trajectories[i] for i in order[n_val:]], [trajectories[i] for i in order[:n_val]]
 
 
-def fit_normalizer(policy: DiffusionPolicy, windows: ChunkWindows, state_mode: str,
-                   action_limits: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    """Actions: `action_limits` when given, else the data's range; states: `state_mode` on the data."""
-    if action_limits is not None:
-        policy.normalizer.set_limits("action", *action_limits)
-    else:
-        policy.normalizer.fit("action", windows.actions, "limits")
+def fit_normalizer(policy: DiffusionPolicy, windows: ChunkWindows, state_mode: str) -> None:
+    """Actions: the data's range, as Diffusion Policy does; states: `state_mode` on the data.
+
+    Not the env's action box: it can be far wider than the commands that matter (X-MAGICAL's
+    turn saturates at 1/16 of it), which would leave the denoiser that sliver of [-1, 1].
+    """
+    policy.normalizer.fit("action", windows.actions, "limits")
     if windows.states is not None:
         policy.normalizer.fit("state", windows.states, state_mode)
 
@@ -103,7 +103,6 @@ def pretrain(
     run_dir: Path,
     config: BCConfig = BCConfig(),
     *,
-    action_limits: tuple[np.ndarray, np.ndarray] | None = None,
     evaluate: Evaluate | None = None,
 ) -> tuple[DiffusionPolicy, BCReport]:
     """Train a policy by BC on `demonstrations`; returns its EMA weights and a report.
@@ -116,7 +115,7 @@ def pretrain(
     train_windows = ChunkWindows(train_eps, policy_config)
     val_windows = ChunkWindows(val_eps, policy_config) if val_eps else None
     policy = DiffusionPolicy(policy_config)
-    fit_normalizer(policy, train_windows, config.state_normalization, action_limits)
+    fit_normalizer(policy, train_windows, config.state_normalization)
     trainer = PolicyTrainer(policy, config.trainer, config.steps, log_dir=run_dir / "tensorboard")
     extra = trainer.load_state(run_dir) or {}
     history: list[dict] = extra.get("history", [])
@@ -162,12 +161,7 @@ def pretrain_state_policy(
     config: BCConfig = BCConfig(),
     unet: str = "cpu",
 ) -> tuple[DiffusionPolicy, BCReport]:
-    """`pretrain` a state-conditioned policy shaped by the demonstrations.
-
-    Actions are normalized by the demonstrations' own range, as Diffusion Policy does: an
-    env's box can be far wider than the commands that matter (X-MAGICAL's turn saturates at
-    1/16 of it), and normalizing by the box would leave the denoiser that sliver of [-1, 1].
-    """
+    """`pretrain` a state-conditioned policy shaped by the demonstrations."""
     policy_config = DiffusionPolicyConfig(state_dim=demonstrations[0].observations.shape[1],
                                           action_dim=demonstrations[0].actions.shape[1], unet=unet)
     return pretrain(policy_config, demonstrations, run_dir, config)
