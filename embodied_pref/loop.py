@@ -116,6 +116,46 @@ def ask(
     return len(gatherer.collect())
 
 
+def ask_in_rounds(
+    dataset: PreferenceDataset,
+    gatherer: PreferenceGatherer,
+    n_labels: int,
+    labels_per_round: int,
+    selection: str,
+    reward_config: RewardNetConfig,
+    training_config: RewardTrainingConfig,
+    seed: int,
+    oversample: int = 10,
+) -> None:
+    """The loop's query schedule on a fixed clip pool: a uniform first round, then rounds of
+    `selection` on the ensemble fitted to every label so far, until `n_labels` were asked.
+
+    A round already asked (before an interruption) is not replaced: its unanswered queries go
+    to the gatherer again, so a rerun resumes.
+    Asking by disagreement matters where the preference hides in rare states: on X-MAGICAL
+    avoid about 1% of the clip pool's steps are in the zone, and uniform pairs seldom show one.
+    """
+    if labels_per_round < 1:
+        raise ValueError(f"labels_per_round: expected >= 1, found {labels_per_round}")
+    for round_index in range(-(-n_labels // labels_per_round)):
+        asked = [q for q in dataset.queries() if q.round == round_index]
+        if asked:
+            _resubmit_unanswered(dataset, gatherer, asked)
+            continue
+        ensemble = None
+        if round_index:
+            ensemble, _ = fit_reward(dataset, reward_config, training_config)
+        ask(dataset, gatherer, min(labels_per_round, n_labels - round_index * labels_per_round),
+            "uniform" if ensemble is None else selection, ensemble, round_index,
+            np.random.default_rng([seed, round_index, 1]), oversample)
+
+
+def _resubmit_unanswered(dataset: PreferenceDataset, gatherer: PreferenceGatherer, asked: Sequence[Query]) -> None:
+    answered = {label.query_id for label in dataset.labels()}
+    gatherer.submit([q for q in asked if q.id not in answered])
+    gatherer.collect()
+
+
 def fit_reward(
     dataset: PreferenceDataset, reward_config: RewardNetConfig, training_config: RewardTrainingConfig,
     log_dir: Path | None = None,
@@ -249,9 +289,7 @@ def run_pbrl_loop(
             ask(dataset, gatherer, loop_config.labels_per_iteration, method, ensemble, iteration,
                 np.random.default_rng([loop_config.seed, iteration, 1]), loop_config.oversample)
         else:
-            answered = {label.query_id for label in dataset.labels()}
-            gatherer.submit([q for q in asked if q.id not in answered])
-            gatherer.collect()
+            _resubmit_unanswered(dataset, gatherer, asked)
 
         fitted = state.get("reward_fitted", {})
         if fitted.get("iteration") == iteration:

@@ -11,10 +11,11 @@ import pytest
 
 from embodied_pref.experiments.xmagical_data import scripted_episodes
 from embodied_pref.gathering import TeacherGatherer
-from embodied_pref.loop import LoopConfig, run_pbrl_loop
+from embodied_pref.loop import LoopConfig, ask_in_rounds, run_pbrl_loop
 from embodied_pref.regret_teacher import RegretTeacher
 from embodied_pref.reward_nets import RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
+from embodied_pref.segments import cut_clips
 from embodied_pref.store import PreferenceDataset
 from embodied_pref.teachers import make_teacher
 from envs.xmagical import env_id
@@ -37,8 +38,8 @@ class CrashingTeacher(TeacherGatherer):
     crashed = False
 
     def submit(self, queries):
-        if queries and queries[0].round == 1 and not CrashingTeacher.crashed:
-            CrashingTeacher.crashed = True
+        if queries and queries[0].round == 1 and not type(self).crashed:
+            type(self).crashed = True
             super().submit(queries[:5])
             raise Interrupted
         super().submit(queries)
@@ -99,6 +100,34 @@ def test_a_crash_while_labelling_keeps_given_labels_and_asks_only_the_rest(tmp_p
         assert given <= {label.id for label in store.labels()}
         assert sum(q.round == 1 for q in store.queries()) == 12
         assert not store.unlabeled_queries()
+
+
+def test_rounds_of_queries_on_a_fixed_pool_resume_after_a_crash(tmp_path):
+    class CrashOnce(CrashingTeacher):
+        crashed = False
+
+    episodes = scripted_episodes("Longstick", [0.0, 0.5, 1.0, 1.0], seed=0)
+    with PreferenceDataset.create(tmp_path / "dataset") as dataset:
+        for episode in episodes:
+            dataset.add_trajectory(episode)
+        dataset.add_clips(cut_clips(episodes, 20, 6, np.random.default_rng(0)))
+
+    def ask(gatherer_type):
+        with PreferenceDataset.open(tmp_path / "dataset") as dataset:
+            ask_in_rounds(dataset, gatherer_type(dataset, make_teacher("oracle")), 30, 12, "disagreement",
+                          NET, TRAINING, seed=0)
+
+    with pytest.raises(Interrupted):
+        ask(CrashOnce)
+    with PreferenceDataset.open(tmp_path / "dataset") as store:
+        assert len(store.labels()) == 12 + 5
+    ask(TeacherGatherer)
+    with PreferenceDataset.open(tmp_path / "dataset") as store:
+        queries = store.queries()
+        assert [q.round for q in queries] == [0] * 12 + [1] * 12 + [2] * 6
+        assert [q.selector for q in queries] == ["uniform"] * 12 + ["disagreement"] * 18
+        assert len({frozenset(q.clip_ids) for q in queries}) == 30
+        assert len(store.labels()) == 30 and not store.unlabeled_queries()
 
 
 class DebrisValue:

@@ -14,6 +14,7 @@ evaluates and writes.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,8 @@ from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.experiments.tasks import scripted_episodes, task_spec
 from embodied_pref.gathering import TeacherGatherer, scaled_teacher
-from embodied_pref.loop import ask, fit_reward, standardized_on_pool
+from embodied_pref.loop import LoopConfig, ask_in_rounds, fit_reward, standardized_on_pool
+from embodied_pref.query_selection import METHODS as SELECTION_METHODS
 from embodied_pref.plots import plot_grouped_bars, plot_learned_vs_true
 from embodied_pref.reward_nets import PessimisticReward, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
@@ -77,7 +79,11 @@ class AlignPolicyConfig:
     preference_episodes: int = 40
     """Episodes (mixed quality, 30% violating) whose clips are labelled."""
     labels: int = 500
-    """Oracle labels on distinct uniformly drawn clip pairs."""
+    """Oracle labels on distinct clip pairs, asked in rounds as the loop asks them."""
+    labels_per_round: int = 100
+    """Queries per round: uniform first, then chosen by `selection` on the reward fitted so far."""
+    selection: str = LoopConfig.selection
+    """Query selection after the first round: uniform | disagreement | entropy."""
     clip_length: int = 50
     """Steps per labelled clip."""
     reward_net: RewardNetConfig = XMAGICAL_REWARD_NET
@@ -120,19 +126,31 @@ def _policy_outcomes(task: str, episodes, reward_fn) -> dict[str, float]:
             "learned_return": float(np.mean([learned_rewards(reward_fn, e).sum() for e in episodes]))}
 
 
-def _labelled_dataset(task: str, seed: int, config: AlignPolicyConfig, directory: Path) -> PreferenceDataset:
-    """The loop's first stage on a fresh dataset: mixed episodes, clips, oracle labels."""
-    embodiment, env_kwargs = EMBODIMENT[task], ENV_KWARGS.get(task, {})
-    rng = np.random.default_rng([seed, 1])
-    n = config.preference_episodes
-    episodes = scripted_episodes(task, embodiment, list(rng.choice([0.3, 0.6, 0.9, 1.0], n)), seed * 100_000 + 50_000,
-                                 violations=list(rng.uniform(size=n) < 0.3), env_kwargs=env_kwargs)
-    dataset = PreferenceDataset.create(directory, description=f"align-policy labels, {task}, seed {seed}")
-    for episode in episodes:
-        dataset.add_trajectory(episode)
-    dataset.add_clips(cut_clips(episodes, config.clip_length, 8, rng))
+def _labelled_dataset(task: str, seed: int, config: AlignPolicyConfig, directory: Path,
+                      training: RewardTrainingConfig) -> PreferenceDataset:
+    """The loop's first stage: mixed episodes and their clips (stored once, whole), then oracle
+    labels asked round by round (a rerun resumes at the round it was in)."""
+    episodes = None
+    if not directory.exists():
+        embodiment, env_kwargs = EMBODIMENT[task], ENV_KWARGS.get(task, {})
+        rng = np.random.default_rng([seed, 1])
+        n = config.preference_episodes
+        episodes = scripted_episodes(task, embodiment, list(rng.choice([0.3, 0.6, 0.9, 1.0], n)),
+                                     seed * 100_000 + 50_000, violations=list(rng.uniform(size=n) < 0.3),
+                                     env_kwargs=env_kwargs)
+        partial = directory.with_name(directory.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        with PreferenceDataset.create(partial, description=f"align-policy labels, {task}, seed {seed}") as dataset:
+            for episode in episodes:
+                dataset.add_trajectory(episode)
+            dataset.add_clips(cut_clips(episodes, config.clip_length, 8, rng))
+        os.replace(partial, directory)
+    dataset = PreferenceDataset.open(directory)
+    if episodes is None:
+        episodes = [dataset.trajectory(i) for i in dataset.trajectory_ids()]
     gatherer = TeacherGatherer(dataset, scaled_teacher("oracle", episodes, config.clip_length, seed))
-    ask(dataset, gatherer, config.labels, "uniform", None, 0, np.random.default_rng([seed, 2]))
+    ask_in_rounds(dataset, gatherer, config.labels, config.labels_per_round, config.selection,
+                  config.reward_net, training, seed)
     return dataset
 
 
@@ -152,10 +170,8 @@ def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]
     pretrained = _pretrained(task, config, demos)
     bc_time = time.monotonic() - start
 
-    dataset_dir = run / "labels"
-    dataset = PreferenceDataset.open(dataset_dir) if dataset_dir.exists() else _labelled_dataset(task, seed, config, dataset_dir)
-    with dataset:
-        training = RewardTrainingConfig(seed=seed, progress=False, max_epochs=200)
+    training = RewardTrainingConfig(seed=seed, progress=False, max_epochs=200)
+    with _labelled_dataset(task, seed, config, run / "labels", training) as dataset:
         ensemble, _ = fit_reward(dataset, config.reward_net, training)
         pool = clip_pool(dataset)
         reward_fn = standardized_on_pool(ensemble.predict, pool)
@@ -241,6 +257,8 @@ def run_align_policy(config: AlignPolicyConfig) -> dict:
     unknown = set(config.methods) - set(METHODS)
     if unknown:
         raise ValueError(f"methods: expected some of {METHODS}, found {sorted(unknown)}")
+    if config.selection not in SELECTION_METHODS:
+        raise ValueError(f"selection: expected one of {SELECTION_METHODS}, found {config.selection!r}")
     start = time.monotonic()
     jobs = [(task, config) for task in config.tasks]
     if config.workers > 1 and len(jobs) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:

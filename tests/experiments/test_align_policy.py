@@ -15,7 +15,8 @@ SMALL = TrainerConfig(batch_size=8, warmup_steps=1)
 @pytest.mark.slow
 def test_align_policy_reports_every_method_with_its_plots(tmp_path):
     config = AlignPolicyConfig(
-        tasks=("xmagical-avoid",), seeds=(0,), demonstrations=4, unet="tiny", labels=20, preference_episodes=6,
+        tasks=("xmagical-avoid",), seeds=(0,), demonstrations=4, unet="tiny", labels=20, labels_per_round=10,
+        preference_episodes=6,
         bc=BCConfig(steps=4, eval_every=2, progress=False, trainer=SMALL),
         rwr=RWRConfig(rounds=2, episodes_per_round=2, updates_per_round=2, trainer=SMALL, progress=False),
         dpo=DPOConfig(steps=2, trainer=SMALL, progress=False),
@@ -38,3 +39,5 @@ def test_align_policy_names_what_it_cannot_run(tmp_path):
         run_align_policy(AlignPolicyConfig(tasks=("xmagical-sweep",), out=tmp_path))
     with pytest.raises(ValueError, match="methods"):
         run_align_policy(AlignPolicyConfig(methods=("ppo",), out=tmp_path))
+    with pytest.raises(ValueError, match="selection"):
+        run_align_policy(AlignPolicyConfig(selection="loudest", out=tmp_path))
