@@ -31,8 +31,8 @@ from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.experiments.tasks import scripted_episodes, task_spec
 from embodied_pref.gathering import TeacherGatherer, scaled_teacher
 from embodied_pref.loop import LoopConfig, ask_in_rounds, fit_reward, standardized_on_pool
-from embodied_pref.query_selection import METHODS as SELECTION_METHODS
 from embodied_pref.plots import plot_grouped_bars, plot_learned_vs_true
+from embodied_pref.query_selection import METHODS as SELECTION_METHODS
 from embodied_pref.reward_nets import PessimisticReward, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.segments import clip_pool, cut_clips, labelled_pairs, stack_segments
@@ -148,9 +148,13 @@ def _labelled_dataset(task: str, seed: int, config: AlignPolicyConfig, directory
     dataset = PreferenceDataset.open(directory)
     if episodes is None:
         episodes = [dataset.trajectory(i) for i in dataset.trajectory_ids()]
-    gatherer = TeacherGatherer(dataset, scaled_teacher("oracle", episodes, config.clip_length, seed))
-    ask_in_rounds(dataset, gatherer, config.labels, config.labels_per_round, config.selection,
-                  config.reward_net, training, seed)
+    try:
+        gatherer = TeacherGatherer(dataset, scaled_teacher("oracle", episodes, config.clip_length, seed))
+        ask_in_rounds(dataset, gatherer, config.labels, config.labels_per_round, config.selection,
+                      config.reward_net, training, seed)
+    except BaseException:
+        dataset.close()
+        raise
     return dataset
 
 
