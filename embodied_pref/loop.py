@@ -12,6 +12,7 @@ runs twice (the policy is never trained twice in one round).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -132,12 +133,10 @@ def ask_in_rounds(
 
     A round already asked (before an interruption) is not replaced: its unanswered queries go
     to the gatherer again, so a rerun resumes.
-    Asking by disagreement matters where the preference hides in rare states: on X-MAGICAL
-    avoid about 1% of the clip pool's steps are in the zone, and uniform pairs seldom show one.
     """
     if labels_per_round < 1:
         raise ValueError(f"labels_per_round: expected >= 1, found {labels_per_round}")
-    for round_index in range(-(-n_labels // labels_per_round)):
+    for round_index in range(math.ceil(n_labels / labels_per_round)):
         asked = [q for q in dataset.queries() if q.round == round_index]
         if asked:
             _resubmit_unanswered(dataset, gatherer, asked)

@@ -29,7 +29,7 @@ from embodied_pref.evaluation import evaluate_reward
 from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.experiments.tasks import scripted_episodes, task_spec
-from embodied_pref.gathering import TeacherGatherer, scaled_teacher
+from embodied_pref.gathering import TeacherGatherer, dataset_teacher
 from embodied_pref.loop import LoopConfig, ask_in_rounds, fit_reward, standardized_on_pool
 from embodied_pref.plots import plot_grouped_bars, plot_learned_vs_true
 from embodied_pref.query_selection import METHODS as SELECTION_METHODS
@@ -130,7 +130,6 @@ def _labelled_dataset(task: str, seed: int, config: AlignPolicyConfig, directory
                       training: RewardTrainingConfig) -> PreferenceDataset:
     """The loop's first stage: mixed episodes and their clips (stored once, whole), then oracle
     labels asked round by round (a rerun resumes at the round it was in)."""
-    episodes = None
     if not directory.exists():
         embodiment, env_kwargs = EMBODIMENT[task], ENV_KWARGS.get(task, {})
         rng = np.random.default_rng([seed, 1])
@@ -146,12 +145,9 @@ def _labelled_dataset(task: str, seed: int, config: AlignPolicyConfig, directory
             dataset.add_clips(cut_clips(episodes, config.clip_length, 8, rng))
         os.replace(partial, directory)
     dataset = PreferenceDataset.open(directory)
-    if episodes is None:
-        episodes = [dataset.trajectory(i) for i in dataset.trajectory_ids()]
     try:
-        gatherer = TeacherGatherer(dataset, scaled_teacher("oracle", episodes, config.clip_length, seed))
-        ask_in_rounds(dataset, gatherer, config.labels, config.labels_per_round, config.selection,
-                      config.reward_net, training, seed)
+        ask_in_rounds(dataset, TeacherGatherer(dataset, dataset_teacher(dataset, "oracle", seed)), config.labels,
+                      config.labels_per_round, config.selection, config.reward_net, training, seed)
     except BaseException:
         dataset.close()
         raise
