@@ -33,7 +33,7 @@ from embodied_pref.data import Trajectory
 from embodied_pref.distributed import distributed_context
 from embodied_pref.reward_nets import RewardFn
 from policies.diffusion.policy import DiffusionPolicy, Observation
-from policies.diffusion.runner import ChunkSampler, observation_history, run_episodes
+from policies.diffusion.runner import ChunkRecorder, ChunkSampler, observation_history, recorder, run_episodes
 from policies.diffusion.rwr import learned_rewards
 from policies.diffusion.training import PolicyTrainer, TrainerConfig
 from policies.diffusion.windows import ChunkWindows
@@ -155,7 +155,7 @@ class DPPOPolicy(nn.Module):
 
 
 def dppo_sampler(policy: DPPOPolicy, seed: int, deterministic: bool = True,
-                 record: Callable[[np.ndarray, dict, torch.Tensor], None] | None = None) -> ChunkSampler:
+                 record: ChunkRecorder | None = None) -> ChunkSampler:
     """A runner sampler; `record(env indices, obs, chain)` sees every sampled chain."""
     generator = torch.Generator().manual_seed(seed)
 
@@ -284,14 +284,9 @@ def train_dppo(
     log = []
     for iteration in tqdm(range(config.iterations), desc="DPPO", disable=not config.progress):
         records: dict[int, list[tuple[dict, torch.Tensor]]] = {}
-
-        def record(envs: np.ndarray, obs: dict, chain: torch.Tensor) -> None:
-            for row, env_index in enumerate(envs):
-                records.setdefault(int(env_index), []).append(
-                    ({k: v[row].cpu() for k, v in obs.items()}, chain[row].cpu()))
-
         seeds = [first_seed + iteration * config.episodes_per_iteration + i for i in range(config.episodes_per_iteration)]
-        episodes = run_episodes(make_env, seeds, pcfg, dppo_sampler(model, config.seed * 7919 + iteration, False, record))
+        episodes = run_episodes(make_env, seeds, pcfg,
+                                dppo_sampler(model, config.seed * 7919 + iteration, False, recorder(records)))
         batch = _chunk_batch(model, critic, episodes, records, reward_fn, config, device)
         if trainer is None:
             updates = config.iterations * config.epochs * _minibatch_count(batch, config)

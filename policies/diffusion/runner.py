@@ -23,15 +23,31 @@ ChunkSampler = Callable[[dict[str, torch.Tensor], np.ndarray], np.ndarray]
 env indices (B,)) -> executed actions (B, Ta, Da) in env units."""
 
 
-def policy_sampler(policy: DiffusionPolicy, seed: int) -> ChunkSampler:
-    """Samples chunks from `policy` with its own seeded generator."""
+ChunkRecorder = Callable[[np.ndarray, dict[str, torch.Tensor], torch.Tensor], None]
+"""(env indices (B,), their obs history, what was sampled for them) -> None."""
+
+
+def policy_sampler(policy: DiffusionPolicy, seed: int, record: ChunkRecorder | None = None) -> ChunkSampler:
+    """Samples chunks from `policy` with its own seeded generator; `record` sees every
+    sampled chunk whole, (B, H, Da) in env units."""
     generator = torch.Generator().manual_seed(seed)
 
     def sample(obs: dict[str, torch.Tensor], envs: np.ndarray) -> np.ndarray:
         obs = {k: v.to(policy.device) for k, v in obs.items()}
-        return policy.predict_action(obs, generator).cpu().numpy()
+        chunk = policy.sample_chunk(obs, generator)
+        if record is not None:
+            record(envs, obs, chunk)
+        return policy.executed_actions(chunk).cpu().numpy()
 
     return sample
+
+
+def recorder(records: dict[int, list[tuple[dict[str, torch.Tensor], torch.Tensor]]]) -> ChunkRecorder:
+    """A `ChunkRecorder` that appends (obs history, sample) to `records[env index]`, on the CPU."""
+    def record(envs: np.ndarray, obs: dict[str, torch.Tensor], sampled: torch.Tensor) -> None:
+        for row, env_index in enumerate(envs):
+            records.setdefault(int(env_index), []).append(({k: v[row].cpu() for k, v in obs.items()}, sampled[row].cpu()))
+    return record
 
 
 def observation_history(steps: Sequence[Sequence[Any]], n_obs_steps: int) -> np.ndarray:

@@ -10,7 +10,8 @@ from policies.diffusion.configuration import DiffusionPolicyConfig
 from policies.diffusion.dpo import DPOConfig, decisive_pairs, dpo_loss, train_dpo
 from policies.diffusion.dppo import DenoisingConfig, DPPOPolicy, gaussian_log_prob
 from policies.diffusion.policy import DiffusionPolicy
-from policies.diffusion.rwr import RWRConfig, window_weights
+from policies.diffusion.runner import recorder
+from policies.diffusion.rwr import Decisions, RWRConfig, decision_weights
 from policies.diffusion.training import TrainerConfig
 from policies.diffusion.windows import ChunkWindows
 
@@ -165,25 +166,45 @@ def reward_from_first_feature(obs, acts, next_obs):
     return next_obs[:, 0].astype(np.float32)
 
 
+def decisions_of(episodes: list[Trajectory], n_action_steps: int = 4) -> Decisions:
+    """The decisions a policy with Ta = `n_action_steps` makes in `episodes` (placeholder chunks)."""
+    episode = np.concatenate([np.full(-(-len(e.actions) // n_action_steps), i) for i, e in enumerate(episodes)])
+    index = np.concatenate([np.arange(-(-len(e.actions) // n_action_steps)) for e in episodes])
+    return Decisions(obs={"state": torch.zeros(len(episode), 2, 3)}, chunks=torch.zeros(len(episode), 8, 2),
+                     episode=episode, index=index)
+
+
 def test_rwr_weights_favour_higher_learned_returns():
     episodes = episodes_with_returns([-5.0, 0.0, 5.0, 6.0])
-    windows = ChunkWindows(episodes, CONFIG)
-    weights = window_weights(episodes, windows, reward_from_first_feature, RWRConfig(temperature=1.0), 2, 4)
-    per_episode = [weights[windows.index.trajectory == i].mean() for i in range(4)]
+    decisions = decisions_of(episodes)
+    weights = decision_weights(episodes, decisions, reward_from_first_feature, RWRConfig(temperature=1.0), 4)
+    per_episode = [weights[decisions.episode == i].mean() for i in range(4)]
     assert per_episode == sorted(per_episode) and per_episode[0] < 0.1 * per_episode[-1]
     assert weights.mean() == pytest.approx(1.0)
-    top = window_weights(episodes, windows, reward_from_first_feature, RWRConfig(weighting="top", top_fraction=0.25), 2, 4)
-    assert set(np.unique(top[windows.index.trajectory < 3])) == {0.0}
-    assert (top[windows.index.trajectory == 3] > 0).all()
+    top = decision_weights(episodes, decisions, reward_from_first_feature, RWRConfig(weighting="top", top_fraction=0.25), 4)
+    assert set(np.unique(top[decisions.episode < 3])) == {0.0}
+    assert (top[decisions.episode == 3] > 0).all()
 
 
-def test_advantage_weights_score_the_actions_a_window_executes():
+def test_advantage_weights_score_the_actions_a_decision_executes():
     obs = np.zeros((13, 3), np.float32)
     obs[7:, 0] = 1.0  # Â = 1 for the steps whose next state has index >= 7 (steps 6 .. 11)
     episode = Trajectory(observations=obs, actions=np.zeros((12, 2), np.float32), rewards=None)
-    windows = ChunkWindows([episode], CONFIG)
-    weights = window_weights([episode], windows, reward_from_first_feature,
-                             RWRConfig(score="advantage", temperature=1.0), 2, 4)
-    executed_from = windows.index.start + 1
-    later = executed_from >= 6
-    assert weights[later].min() > weights[~later].max()
+    decisions = decisions_of([episode])
+    weights = decision_weights([episode], decisions, reward_from_first_feature,
+                               RWRConfig(score="advantage", temperature=1.0), 4)
+    # Decision j executes steps 4j .. 4j + 3: Σ Â = 0, 2 and 4.
+    assert weights[0] < weights[1] < weights[2]
+
+
+def test_rwr_trains_on_the_chunks_the_policy_sampled():
+    records: dict[int, list] = {}
+    record = recorder(records)
+    obs = {"state": torch.arange(2 * 2 * 3, dtype=torch.float32).reshape(2, 2, 3)}
+    record(np.array([1, 0]), obs, torch.ones(2, 8, 2))
+    record(np.array([1]), {"state": obs["state"][:1] + 100}, torch.full((1, 8, 2), 2.0))
+    decisions = Decisions.from_records(records)
+    assert decisions.episode.tolist() == [0, 1, 1] and decisions.index.tolist() == [0, 0, 1]
+    assert torch.equal(decisions.obs["state"][0], obs["state"][1])
+    assert torch.equal(decisions.obs["state"][2], obs["state"][0] + 100)
+    assert decisions.chunks[:, 0, 0].tolist() == [1.0, 1.0, 2.0]
