@@ -197,7 +197,7 @@ def test_advantage_weights_score_the_actions_a_decision_executes():
     assert weights[0] < weights[1] < weights[2]
 
 
-def test_rwr_trains_on_the_chunks_the_policy_sampled():
+def test_recorded_chunks_become_decisions_in_env_and_step_order():
     records: dict[int, list] = {}
     record = recorder(records)
     obs = {"state": torch.arange(2 * 2 * 3, dtype=torch.float32).reshape(2, 2, 3)}
