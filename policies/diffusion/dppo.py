@@ -33,7 +33,8 @@ from embodied_pref.data import Trajectory
 from embodied_pref.distributed import distributed_context
 from embodied_pref.reward_nets import RewardFn
 from policies.diffusion.policy import DiffusionPolicy, Observation
-from policies.diffusion.runner import ChunkRecorder, ChunkSampler, observation_history, recorder, run_episodes
+from policies.diffusion.runner import (ChunkRecorder, ChunkSampler, Decisions, observation_history, recorder,
+                                      run_episodes)
 from policies.diffusion.rwr import learned_rewards
 from policies.diffusion.training import PolicyTrainer, TrainerConfig
 from policies.diffusion.windows import ChunkWindows
@@ -315,26 +316,21 @@ def _chunk_batch(model: DPPOPolicy, critic: Critic, episodes: list[Trajectory],
                  records: dict[int, list[tuple[dict, torch.Tensor]]], reward_fn: RewardFn,
                  config: DPPOConfig, device: torch.device) -> ChunkBatch:
     """Chunk rewards (learned, summed over each chunk's executed actions), GAE and old log-probs."""
-    ta, to = model.config.n_action_steps, model.config.n_obs_steps
-    obs_rows, chains, advantages, returns = [], [], [], []
+    decisions = Decisions.from_records(records)
+    chunk_rewards = decisions.executed_sums([learned_rewards(reward_fn, e) for e in episodes],
+                                            model.config.n_action_steps)
+    obs = {key: v.to(device) for key, v in decisions.obs.items()}
+    values = critic(obs["state"]).cpu().numpy()
+    advantages, returns = np.zeros_like(chunk_rewards), np.zeros_like(chunk_rewards)
     for env_index, episode in enumerate(episodes):
-        chunks = records[env_index]
-        rewards = learned_rewards(reward_fn, episode)
-        chunk_rewards = np.array([rewards[j * ta:(j + 1) * ta].sum() for j in range(len(chunks))], np.float32)
-        states = torch.stack([obs["state"] for obs, _ in chunks]).to(device)
-        values = critic(states).cpu().numpy()
-        last = torch.from_numpy(observation_history([episode.observations], to))
+        rows = decisions.episode == env_index
+        last = torch.from_numpy(observation_history([episode.observations], model.config.n_obs_steps))
         last_value = 0.0 if episode.terminated else float(critic(last.to(device))[0])
-        adv, ret = _gae(chunk_rewards, values, last_value, config.gamma, config.gae_lambda)
-        obs_rows += [obs for obs, _ in chunks]
-        chains += [chain for _, chain in chunks]
-        advantages.append(adv)
-        returns.append(ret)
-    obs = {key: torch.stack([o[key] for o in obs_rows]).to(device) for key in obs_rows[0]}
-    chains_t = torch.stack(chains).to(device)
-    return ChunkBatch(obs, chains_t, model.log_probs(obs, chains_t),
-                      torch.from_numpy(np.concatenate(advantages)).to(device),
-                      torch.from_numpy(np.concatenate(returns)).to(device))
+        advantages[rows], returns[rows] = _gae(chunk_rewards[rows], values[rows], last_value, config.gamma,
+                                               config.gae_lambda)
+    chains = decisions.sampled.to(device)
+    return ChunkBatch(obs, chains, model.log_probs(obs, chains),
+                      torch.from_numpy(advantages).to(device), torch.from_numpy(returns).to(device))
 
 
 def _ppo_update(model: DPPOPolicy, critic: Critic, critic_optimizer: torch.optim.Optimizer, trainer: PolicyTrainer,

@@ -8,6 +8,7 @@ Episodes come back as `Trajectory`s exactly as `embodied_pref.rollout.rollout` r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import gymnasium as gym
@@ -48,6 +49,37 @@ def recorder(records: dict[int, list[tuple[dict[str, torch.Tensor], torch.Tensor
         for row, env_index in enumerate(envs):
             records.setdefault(int(env_index), []).append(({k: v[row].cpu() for k, v in obs.items()}, sampled[row].cpu()))
     return record
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What a policy sampled while acting: M decisions, grouped by episode in step order."""
+
+    obs: dict[str, torch.Tensor]
+    """Observation history of each decision: (M, To, ...)."""
+    sampled: torch.Tensor
+    """What was sampled for it, whole: the chunk (M, H, Da) in env units, or DPPO's
+    denoising chain (M, K+1, H, Da)."""
+    episode: np.ndarray
+    """(M,) index of the decision's episode."""
+    index: np.ndarray
+    """(M,) the decision's number in its episode: it executes steps index·Ta … (index + 1)·Ta − 1."""
+
+    @classmethod
+    def from_records(cls, records: dict[int, list[tuple[dict[str, torch.Tensor], torch.Tensor]]]) -> "Decisions":
+        """From `recorder`'s records of one `run_episodes` call."""
+        rows = [(env, j, obs, sample) for env in sorted(records) for j, (obs, sample) in enumerate(records[env])]
+        return cls(obs={k: torch.stack([r[2][k] for r in rows]) for k in rows[0][2]},
+                   sampled=torch.stack([r[3] for r in rows]),
+                   episode=np.array([r[0] for r in rows]), index=np.array([r[1] for r in rows]))
+
+    def __len__(self) -> int:
+        return len(self.episode)
+
+    def executed_sums(self, per_step: Sequence[np.ndarray], n_action_steps: int) -> np.ndarray:
+        """Σ of `per_step[episode]` (e.g. learned rewards) over the steps each decision executes: (M,)."""
+        return np.array([per_step[e][j * n_action_steps:(j + 1) * n_action_steps].sum()
+                         for e, j in zip(self.episode, self.index)], np.float32)
 
 
 def observation_history(steps: Sequence[Sequence[Any]], n_obs_steps: int) -> np.ndarray:

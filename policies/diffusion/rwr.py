@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from embodied_pref.data import Trajectory
 from embodied_pref.reward_nets import RewardFn
 from policies.diffusion.policy import DiffusionPolicy
-from policies.diffusion.runner import policy_sampler, recorder, run_episodes
+from policies.diffusion.runner import Decisions, policy_sampler, recorder, run_episodes
 from policies.diffusion.training import PolicyTrainer, TrainerConfig
 from policies.diffusion.windows import ChunkWindows
 
@@ -84,31 +84,6 @@ def learned_rewards(reward_fn: RewardFn, trajectory: Trajectory) -> np.ndarray:
     return reward_fn(obs[:-1], trajectory.actions, obs[1:])
 
 
-@dataclass(frozen=True)
-class Decisions:
-    """The chunks a policy sampled while acting: M decisions, grouped by episode."""
-
-    obs: dict[str, torch.Tensor]
-    """Observation history of each decision: (M, To, ...)."""
-    chunks: torch.Tensor
-    """The sampled chunks, whole: (M, H, Da) in env units."""
-    episode: np.ndarray
-    """(M,) index of the decision's episode."""
-    index: np.ndarray
-    """(M,) the decision's number in its episode: it executes steps index·Ta … (index + 1)·Ta − 1."""
-
-    @classmethod
-    def from_records(cls, records: dict[int, list[tuple[dict[str, torch.Tensor], torch.Tensor]]]) -> "Decisions":
-        """From `runner.recorder`'s records of one `run_episodes` call."""
-        rows = [(env, j, obs, chunk) for env in sorted(records) for j, (obs, chunk) in enumerate(records[env])]
-        return cls(obs={k: torch.stack([r[2][k] for r in rows]) for k in rows[0][2]},
-                   chunks=torch.stack([r[3] for r in rows]),
-                   episode=np.array([r[0] for r in rows]), index=np.array([r[1] for r in rows]))
-
-    def __len__(self) -> int:
-        return len(self.episode)
-
-
 def decision_weights(episodes: Sequence[Trajectory], decisions: Decisions, reward_fn: RewardFn,
                      config: RWRConfig, n_action_steps: int) -> np.ndarray:
     """One weight per decision of `episodes` (mean 1)."""
@@ -116,8 +91,7 @@ def decision_weights(episodes: Sequence[Trajectory], decisions: Decisions, rewar
     if config.score == "return":
         scores = np.array([r.sum() for r in rewards])[decisions.episode]
     else:
-        scores = np.array([rewards[e][j * n_action_steps:(j + 1) * n_action_steps].sum()
-                           for e, j in zip(decisions.episode, decisions.index)])
+        scores = decisions.executed_sums(rewards, n_action_steps).astype(np.float64)
     if config.weighting == "top":
         weights = (scores >= np.quantile(scores, 1 - config.top_fraction)).astype(np.float64)
     else:
@@ -167,7 +141,7 @@ def train_rwr(
             pick = torch.from_numpy(rng.integers(0, len(decisions), config.trainer.batch_size))
             obs = {k: v[pick].to(device) for k, v in decisions.obs.items()}
             with trainer.autocast():
-                loss = policy.bc_loss(obs, decisions.chunks[pick].to(device), weights[pick].to(device), generator)
+                loss = policy.bc_loss(obs, decisions.sampled[pick].to(device), weights[pick].to(device), generator)
                 if demo_windows is not None:
                     d_obs, d_actions, _ = demo_windows.batch(rng.integers(0, len(demo_windows), config.trainer.batch_size))
                     loss = loss + config.bc_weight * policy.bc_loss({k: v.to(device) for k, v in d_obs.items()},

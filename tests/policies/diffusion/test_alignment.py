@@ -10,8 +10,8 @@ from policies.diffusion.configuration import DiffusionPolicyConfig
 from policies.diffusion.dpo import DPOConfig, decisive_pairs, dpo_loss, train_dpo
 from policies.diffusion.dppo import DenoisingConfig, DPPOPolicy, gaussian_log_prob
 from policies.diffusion.policy import DiffusionPolicy
-from policies.diffusion.runner import recorder
-from policies.diffusion.rwr import Decisions, RWRConfig, decision_weights
+from policies.diffusion.runner import Decisions, recorder
+from policies.diffusion.rwr import RWRConfig, decision_weights
 from policies.diffusion.training import TrainerConfig
 from policies.diffusion.windows import ChunkWindows
 
@@ -170,7 +170,7 @@ def decisions_of(episodes: list[Trajectory], n_action_steps: int = 4) -> Decisio
     """The decisions a policy with Ta = `n_action_steps` makes in `episodes` (placeholder chunks)."""
     episode = np.concatenate([np.full(-(-len(e.actions) // n_action_steps), i) for i, e in enumerate(episodes)])
     index = np.concatenate([np.arange(-(-len(e.actions) // n_action_steps)) for e in episodes])
-    return Decisions(obs={"state": torch.zeros(len(episode), 2, 3)}, chunks=torch.zeros(len(episode), 8, 2),
+    return Decisions(obs={"state": torch.zeros(len(episode), 2, 3)}, sampled=torch.zeros(len(episode), 8, 2),
                      episode=episode, index=index)
 
 
@@ -207,4 +207,4 @@ def test_recorded_chunks_become_decisions_in_env_and_step_order():
     assert decisions.episode.tolist() == [0, 1, 1] and decisions.index.tolist() == [0, 0, 1]
     assert torch.equal(decisions.obs["state"][0], obs["state"][1])
     assert torch.equal(decisions.obs["state"][2], obs["state"][0] + 100)
-    assert decisions.chunks[:, 0, 0].tolist() == [1.0, 1.0, 2.0]
+    assert decisions.sampled[:, 0, 0].tolist() == [1.0, 1.0, 2.0]
