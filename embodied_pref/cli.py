@@ -23,7 +23,7 @@ from embodied_pref.experiments.reward_quality import RewardQualityConfig, run_re
 from embodied_pref.experiments.tasks import scripted_episodes, task_spec
 from embodied_pref.gathering import TeacherGatherer, dataset_teacher
 from embodied_pref.loop import ask, fit_reward
-from embodied_pref.policy_training import TrainPolicyConfig, run_train_policy
+from embodied_pref.policy_training import TrainPolicyConfig, evaluate_diffusion_policy, run_train_policy
 from embodied_pref.rapl.stored_labels import StoredRankingsConfig, train_on_stored_rankings
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
@@ -212,25 +212,39 @@ def train_policy(config: Annotated[TrainPolicyConfig, tyro.conf.arg(name="")]) -
 
 def evaluate(
     agent: Path | None = None,
+    policy: Path | None = None,
     reward: Path | None = None,
     dataset: Path | None = None,
+    task: str = "xmagical-sweep",
     embodiment: str = "Gripper",
+    layout: str | None = None,
     episodes: int = 10,
     seed: int = 2_000_000,
 ) -> None:
-    """Score a policy on ground truth (--agent) and/or a learned reward against the ground
-    truth of a dataset's clips (--reward with --dataset).
+    """Score a policy on ground truth (--agent: PPO on SweepToTop; --policy: a diffusion
+    policy on --task, next to the scripted expert on the same seeds) and/or a learned reward
+    against the ground truth of a dataset's clips (--reward with --dataset).
+
+    Example: embodied-pref eval --policy runs/bc --task xmagical-avoid --layout random --episodes 20
 
     Args:
         agent: PPO policy saved by train-policy.
+        policy: Diffusion policy directory saved by train-policy (diffusion-bc/-rwr/-dpo, dppo).
         reward: Reward ensemble checkpoint.
         dataset: Dataset whose clips (with ground truth) score the reward.
+        task: Task the --policy acts in (xmagical-sweep, xmagical-avoid, xmagical-group, franka-group, franka-clutter).
         embodiment: X-MAGICAL embodiment the policy acts in.
+        layout: X-MAGICAL start layout for --policy: demo, random or jitter (default: the env's, demo).
         episodes: Evaluation episodes for the policy.
         seed: First evaluation episode seed.
     """
-    if agent is None and reward is None:
-        raise SystemExit("nothing to evaluate: pass --agent and/or --reward")
+    if agent is None and policy is None and reward is None:
+        raise SystemExit("nothing to evaluate: pass --agent, --policy and/or --reward")
+    if policy is not None:
+        try:
+            print(json.dumps(evaluate_diffusion_policy(policy, task, embodiment, layout, episodes, seed)))
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"--policy: {err}") from None
     if agent is not None:
 
         ppo = PPOAgent(env_id(embodiment, "state"))

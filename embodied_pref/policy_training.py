@@ -13,17 +13,18 @@ from typing import Literal
 import gymnasium
 import numpy as np
 
-from embodied_pref.experiments.tasks import task_spec
+from embodied_pref.experiments.tasks import episode_outcomes, scripted_episodes, task_spec
 from embodied_pref.loop import standardized_on_pool
 from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder
 from embodied_pref.rapl.video_reward import OTVideoReward
 from embodied_pref.reward_nets import PessimisticReward, RewardEnsemble, RewardFn
 from embodied_pref.segments import clip_pool, labelled_pairs
 from embodied_pref.store import PreferenceDataset
-from policies.diffusion.bc import BCConfig, pretrain_state_policy
+from policies.diffusion.bc import BCConfig, StatePolicyConfig, pretrain_state_policy
 from policies.diffusion.dpo import DPOConfig, train_dpo
-from policies.diffusion.dppo import DPPOConfig, train_dppo
+from policies.diffusion.dppo import DPPOConfig, DPPOPolicy, acting_sampler, load_trained_policy, train_dppo
 from policies.diffusion.policy import DiffusionPolicy
+from policies.diffusion.runner import run_episodes
 from policies.diffusion.rwr import RWRConfig, train_rwr
 from policies.ppo import PPOAgent, PPOConfig, latest_checkpoint
 from policies.visual_reward import VisualRewardWrapper
@@ -66,8 +67,8 @@ class TrainPolicyConfig:
     """Train on ensemble mean − k·std (diffusion-rwr, dppo, ppo on an ensemble)."""
     steps: int = 50_000
     """PPO environment steps."""
-    unet: str = "cpu"
-    """UNet preset of a new diffusion policy: tiny, cpu or low-dim."""
+    new_policy: StatePolicyConfig = StatePolicyConfig()
+    """The diffusion policy diffusion-bc creates: UNet preset, executed actions per chunk, noise scale."""
     ppo: PPOConfig = PPOConfig()
     bc: BCConfig = field(default_factory=BCConfig)
     rwr: RWRConfig = field(default_factory=RWRConfig)
@@ -83,14 +84,20 @@ def _need(value, flag: str, algo: str):
     return value
 
 
+def _embodiment(task: str, embodiment: str) -> str:
+    return "Panda" if task.startswith("franka") else embodiment
+
+
 def _env_id(config: TrainPolicyConfig) -> str:
-    spec = task_spec(config.task)
-    embodiment = "Panda" if config.task.startswith("franka") else config.embodiment
-    return spec.env_id(embodiment, config.observation)
+    return task_spec(config.task).env_id(_embodiment(config.task, config.embodiment), config.observation)
+
+
+def _layout_kwargs(layout: str | None) -> dict:
+    return {} if layout is None else {"layout": layout}
 
 
 def _env_kwargs(config: TrainPolicyConfig) -> dict:
-    return {} if config.layout is None else {"layout": config.layout}
+    return _layout_kwargs(config.layout)
 
 
 def _state_reward(config: TrainPolicyConfig, store: PreferenceDataset) -> RewardFn:
@@ -134,7 +141,7 @@ def run_train_policy(config: TrainPolicyConfig) -> str:
 
         if config.algo == "diffusion-bc":
             demos = _trajectories(store)
-            policy, report = pretrain_state_policy(demos, run_dir, config.bc, config.unet)
+            policy, report = pretrain_state_policy(demos, run_dir, config.bc, config.new_policy)
             policy.save(config.out)
             return (f"{config.out}: diffusion policy, BC on {len(demos)} trajectories for {report.steps} steps "
                     f"(last validation {report.history[-1] if report.history else '-'}; best checkpoint {report.best_checkpoint})")
@@ -179,3 +186,20 @@ def _ppo(config: TrainPolicyConfig, env_id: str, env_kwargs: dict, store: Prefer
         agent.close()
     source = "the ground truth" if config.reward is None else f"the learned {config.reward_kind} reward"
     return f"{config.out}: PPO ({config.observation}) trained {agent.steps_trained} steps on {source}"
+
+
+def evaluate_diffusion_policy(directory: Path, task: str, embodiment: str = "Gripper", layout: str | None = None,
+                              episodes: int = 20, seed: int = 2_000_000) -> dict:
+    """A saved diffusion (or DPPO) policy's task success, preference-violation rate and
+    ground-truth return on episodes seeded seed, seed+1, …, next to the scripted expert's
+    (quality 1, keeping the preference) on the same seeds."""
+    policy = load_trained_policy(directory)
+    embodiment = _embodiment(task, embodiment)
+    env_id, env_kwargs = task_spec(task).env_id(embodiment, "state"), _layout_kwargs(layout)
+    seeds = list(range(seed, seed + episodes))
+    rollouts = run_episodes(lambda: gymnasium.make(env_id, **env_kwargs), seeds, policy.config, acting_sampler(policy, seed))
+    expert = episode_outcomes(task, scripted_episodes(task, embodiment, [1.0] * episodes, seed, env_kwargs=env_kwargs))
+    outcomes = episode_outcomes(task, rollouts)
+    return {"policy": str(directory), "kind": "dppo" if isinstance(policy, DPPOPolicy) else "diffusion", "task": task,
+            "layout": layout or "default", "episodes": episodes, **outcomes,
+            "expert": expert, "success_vs_expert": outcomes["success"] / expert["success"] if expert["success"] else None}

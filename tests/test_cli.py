@@ -5,6 +5,7 @@ import json
 import pytest
 
 from embodied_pref.cli import COMMANDS, main
+from embodied_pref.experiments.tasks import episode_outcomes, scripted_episodes
 from embodied_pref.store import PreferenceDataset
 
 
@@ -128,7 +129,7 @@ def test_train_policy_runs_every_diffusion_algorithm_from_collected_data(tmp_pat
     capsys.readouterr()
     common = ["--task", "xmagical-avoid", "--layout", "jitter", "--dataset", str(dataset)]
     bc = tmp_path / "bc"
-    main(["train-policy", "--algo", "diffusion-bc", *common, "--out", str(bc), "--unet", "tiny",
+    main(["train-policy", "--algo", "diffusion-bc", *common, "--out", str(bc), "--new-policy.unet", "tiny",
           "--bc.steps", "4", "--bc.eval-every", "2", "--bc.trainer.batch-size", "8", "--bc.no-progress"])
     assert (bc / "model.safetensors").exists() and "BC on 6 trajectories for 4 steps" in capsys.readouterr().out
     aligned = {
@@ -149,6 +150,16 @@ def test_train_policy_runs_every_diffusion_algorithm_from_collected_data(tmp_pat
             assert (out / "config.json").exists()
     with pytest.raises(SystemExit, match="--policy is required"):
         main(["train-policy", "--algo", "dppo", *common, "--reward", str(reward), "--out", str(tmp_path / "x")])
+    expert = episode_outcomes("xmagical-avoid", scripted_episodes("xmagical-avoid", "Gripper", [1.0] * 3, 500,
+                                                                  env_kwargs={"layout": "jitter"}))
+    for policy, kind in ((bc, "diffusion"), (tmp_path / "dppo", "dppo")):
+        main(["eval", "--policy", str(policy), "--task", "xmagical-avoid", "--layout", "jitter", "--episodes", "3",
+              "--seed", "500"])
+        scored = json.loads(capsys.readouterr().out)
+        assert scored["kind"] == kind and scored["expert"] == expert and 0 <= scored["violation_rate"] <= 1
+        assert scored["success_vs_expert"] == pytest.approx(scored["success"] / expert["success"])
+    with pytest.raises(SystemExit, match="config.json"):
+        main(["eval", "--policy", str(tmp_path / "missing"), "--task", "xmagical-avoid"])
 
 
 def test_train_policy_ppo_on_the_ground_truth_of_a_task(tmp_path, capsys):

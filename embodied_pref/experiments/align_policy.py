@@ -28,7 +28,7 @@ from embodied_pref.distributed import distributed_context
 from embodied_pref.evaluation import evaluate_reward
 from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
-from embodied_pref.experiments.tasks import scripted_episodes, task_spec
+from embodied_pref.experiments.tasks import episode_outcomes, scripted_episodes, task_spec
 from embodied_pref.gathering import TeacherGatherer, dataset_teacher
 from embodied_pref.loop import LoopConfig, ask_in_rounds, fit_reward, standardized_on_pool
 from embodied_pref.plots import plot_grouped_bars, plot_learned_vs_true
@@ -37,11 +37,11 @@ from embodied_pref.reward_nets import PessimisticReward, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.segments import clip_pool, cut_clips, labelled_pairs, stack_segments
 from embodied_pref.store import PreferenceDataset
-from policies.diffusion.bc import BCConfig, pretrain_state_policy
+from policies.diffusion.bc import BCConfig, StatePolicyConfig, pretrain_state_policy
 from policies.diffusion.dpo import DPOConfig, train_dpo
-from policies.diffusion.dppo import DPPOConfig, DPPOPolicy, dppo_sampler, train_dppo
+from policies.diffusion.dppo import DPPOConfig, acting_sampler, train_dppo
 from policies.diffusion.policy import DiffusionPolicy
-from policies.diffusion.runner import policy_sampler, run_episodes
+from policies.diffusion.runner import run_episodes
 from policies.diffusion.rwr import RWRConfig, learned_rewards, train_rwr
 from policies.diffusion.training import TrainerConfig
 
@@ -65,13 +65,14 @@ class AlignPolicyConfig:
     methods: tuple[str, ...] = METHODS
     """pretrained (BC only), rwr, dpo, dppo."""
     quick: bool = False
-    """CPU preset: tiny UNet, fewer demonstrations, steps and episodes (about 30 minutes on 2 cores)."""
+    """CPU preset: tiny UNet, fewer demonstrations, steps and episodes (about 40 minutes on 2 cores)."""
     demonstrations: int = 200
     """Expert demonstrations for BC; `violating_share` of them go against the preference."""
     violating_share: float = 0.5
     """Share of demonstrations that violate the preference."""
-    unet: str = "cpu"
-    """UNet preset of the policy (tiny, cpu, low-dim)."""
+    policy: StatePolicyConfig = StatePolicyConfig(n_action_steps=2, noise_scale=0.0)
+    """The policy: UNet preset; 2 actions executed per chunk and deterministic sampling, since
+    the scripted experts are deterministic feedback controllers (X-MAGICAL runs at 8 Hz)."""
     bc: BCConfig = field(default_factory=lambda: BCConfig(
         steps=20_000, eval_every=2_000, progress=False,
         trainer=TrainerConfig(learning_rate=1e-4, batch_size=256)))
@@ -108,7 +109,7 @@ class AlignPolicyConfig:
             return self
         trainer = TrainerConfig(learning_rate=1e-3, warmup_steps=100, batch_size=128, device=self.device)
         return replace(
-            self, quick=False, demonstrations=100, unet="tiny", labels=300, eval_episodes=20,
+            self, quick=False, demonstrations=100, policy=replace(self.policy, unet="tiny"), labels=300, eval_episodes=20,
             bc=replace(self.bc, steps=8_000, eval_every=2_000, trainer=trainer),
             rwr=replace(self.rwr, rounds=3, episodes_per_round=16, updates_per_round=100,
                         trainer=replace(self.rwr.trainer, device=self.device)),
@@ -119,10 +120,7 @@ class AlignPolicyConfig:
 
 
 def _policy_outcomes(task: str, episodes, reward_fn) -> dict[str, float]:
-    spec = task_spec(task)
-    return {"success": float(np.mean([spec.success(e) for e in episodes])),
-            "violation_rate": float(np.mean([spec.violates(e) for e in episodes])),
-            "gt_return": float(np.mean([e.rewards.sum() for e in episodes])),
+    return {**episode_outcomes(task, episodes),
             "learned_return": float(np.mean([learned_rewards(reward_fn, e).sum() for e in episodes]))}
 
 
@@ -187,8 +185,7 @@ def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]
     rows = []
 
     def evaluate(method: str, policy, seconds: float, used: int, curve: list[dict] | None = None) -> None:
-        sampler = dppo_sampler(policy, seed) if isinstance(policy, DPPOPolicy) else policy_sampler(policy, seed)
-        episodes = run_episodes(make_env, eval_seeds, policy.config, sampler)
+        episodes = run_episodes(make_env, eval_seeds, policy.config, acting_sampler(policy, seed))
         rows.append({"task": task, "seed": seed, "method": method, "labels": used, "wall_s": seconds,
                      "reward_accuracy": reward_eval.accuracy, "reward_spearman": reward_eval.spearman,
                      **_policy_outcomes(task, episodes, reward_fn), "curve": curve or []})
@@ -197,8 +194,7 @@ def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]
         evaluate("pretrained", pretrained, bc_time, 0)
 
     def on_round(_, policy, episodes) -> dict:
-        return {"success": float(np.mean([spec.success(e) for e in episodes])),
-                "violation_rate": float(np.mean([spec.violates(e) for e in episodes]))}
+        return episode_outcomes(task, episodes)
 
     if "rwr" in config.methods:
         t0 = time.monotonic()
@@ -231,7 +227,7 @@ def _pretrained(task: str, config: AlignPolicyConfig, demos) -> DiffusionPolicy:
     run = config.out / task / "bc"
     if (run / "policy" / "config.json").exists():
         return DiffusionPolicy.load(run / "policy")
-    policy, _ = pretrain_state_policy(demos, run, config.bc, config.unet)
+    policy, _ = pretrain_state_policy(demos, run, config.bc, config.policy)
     return policy
 
 

@@ -35,7 +35,7 @@ from embodied_pref.store import PreferenceDataset
 from envs.xmagical import env_id, state_reward
 from embodied_pref.experiments.tasks import task_spec
 from policies.diffusion.agent import DiffusionAgent, DiffusionAgentConfig
-from policies.diffusion.bc import BCConfig, pretrain_state_policy
+from policies.diffusion.bc import BCConfig, StatePolicyConfig, pretrain_state_policy
 from policies.diffusion.rwr import RWRConfig
 from policies.diffusion.training import TrainerConfig
 from policies.greedy_advantage import GreedyAdvantageAgent
@@ -50,8 +50,8 @@ class DiffusionDemoConfig:
     """BC demonstrations, of the qualities below cycled (a mediocre start the loop improves on)."""
     qualities: tuple[float, ...] = (0.6, 0.8, 1.0)
     """Scripted-demonstrator qualities of the demonstrations."""
-    unet: str = "tiny"
-    """UNet preset (tiny, cpu, low-dim)."""
+    policy: StatePolicyConfig = StatePolicyConfig(unet="tiny")
+    """The policy: UNet preset, executed actions per chunk, noise scale."""
     bc: BCConfig = field(default_factory=lambda: BCConfig(
         steps=2_000, eval_every=1_000, progress=False,
         trainer=TrainerConfig(learning_rate=1e-3, warmup_steps=100, batch_size=64)))
@@ -154,7 +154,7 @@ def pretrained_diffusion_agent(config: DemoConfig, run_dir: Path, advantage: boo
     demos = scripted_episodes(config.embodiment, qualities, config.seed * 100_000 + 70_000)
     state_env = env_id(config.embodiment, "state")
     print(f"[demo] BC pretraining of the diffusion policy on {len(demos)} demonstrations")
-    pretrained, _ = pretrain_state_policy(demos, run_dir / "bc", replace(d.bc, seed=config.seed), d.unet)
+    pretrained, _ = pretrain_state_policy(demos, run_dir / "bc", replace(d.bc, seed=config.seed), d.policy)
     agent_config = d.agent
     if advantage:
         agent_config = replace(agent_config, rwr=replace(agent_config.rwr, score="advantage"))

@@ -115,6 +115,14 @@ def task_spec(name: str) -> TaskSpec:
     return TASKS[name]
 
 
+def episode_outcomes(task: str, episodes: Sequence[Trajectory]) -> dict[str, float]:
+    """Mean task success, preference-violation rate and ground-truth return of `episodes`."""
+    spec = task_spec(task)
+    return {"success": float(np.mean([spec.success(e) for e in episodes])),
+            "violation_rate": float(np.mean([spec.violates(e) for e in episodes])),
+            "gt_return": float(np.mean([e.rewards.sum() for e in episodes]))}
+
+
 def scripted_episodes(
     task: str,
     embodiment: str,

@@ -13,9 +13,9 @@ import gymnasium as gym
 
 from embodied_pref.data import Trajectory
 from embodied_pref.reward_nets import RewardFn
-from policies.diffusion.dppo import DPPOConfig, DPPOPolicy, dppo_sampler, train_dppo
+from policies.diffusion.dppo import DPPOConfig, DPPOPolicy, acting_sampler, train_dppo
 from policies.diffusion.policy import DiffusionPolicy
-from policies.diffusion.runner import policy_sampler, run_episodes
+from policies.diffusion.runner import run_episodes
 from policies.diffusion.rwr import RWRConfig, train_rwr
 
 ALGORITHMS = ("rwr", "dppo")
@@ -79,13 +79,9 @@ class DiffusionAgent:
         self.rounds += 1
         self.steps_trained += steps
 
-    def sampler(self, seed: int):
-        if isinstance(self.policy, DPPOPolicy):
-            return dppo_sampler(self.policy, seed, deterministic=True)
-        return policy_sampler(self.policy, seed)
-
     def rollouts(self, n: int, seed: int) -> list[Trajectory]:
-        return run_episodes(self._make_env, [seed + i for i in range(n)], self.policy.config, self.sampler(seed),
+        return run_episodes(self._make_env, [seed + i for i in range(n)], self.policy.config,
+                            acting_sampler(self.policy, seed),
                             metadata={"policy": f"diffusion-{self.config.algorithm}", "steps_trained": self.steps_trained})
 
     def save(self, path: str | Path) -> None:

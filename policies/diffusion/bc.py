@@ -155,13 +155,28 @@ def pretrain(
                               None if best is None else str(best))
 
 
+@dataclass(frozen=True)
+class StatePolicyConfig:
+    """A new state-conditioned policy; its state and action sizes come from the demonstrations."""
+
+    unet: str = "cpu"
+    """UNet preset: tiny, cpu or low-dim."""
+    n_action_steps: int = 8
+    """Ta: actions executed from each sampled chunk (fewer reacts sooner, at more denoising calls)."""
+    noise_scale: float = 1.0
+    """Std of the initial noise it acts with (0: deterministic, for deterministic demonstrators)."""
+
+    def for_demonstrations(self, demonstrations: Sequence[Trajectory]) -> DiffusionPolicyConfig:
+        return DiffusionPolicyConfig(state_dim=demonstrations[0].observations.shape[1],
+                                     action_dim=demonstrations[0].actions.shape[1], unet=self.unet,
+                                     n_action_steps=self.n_action_steps, noise_scale=self.noise_scale)
+
+
 def pretrain_state_policy(
     demonstrations: Sequence[Trajectory],
     run_dir: Path,
     config: BCConfig = BCConfig(),
-    unet: str = "cpu",
+    policy: StatePolicyConfig = StatePolicyConfig(),
 ) -> tuple[DiffusionPolicy, BCReport]:
     """`pretrain` a state-conditioned policy shaped by the demonstrations."""
-    policy_config = DiffusionPolicyConfig(state_dim=demonstrations[0].observations.shape[1],
-                                          action_dim=demonstrations[0].actions.shape[1], unet=unet)
-    return pretrain(policy_config, demonstrations, run_dir, config)
+    return pretrain(policy.for_demonstrations(demonstrations), demonstrations, run_dir, config)

@@ -69,6 +69,11 @@ class DiffusionPolicyConfig:
     """ddpm (all train_timesteps steps) or ddim (inference_steps steps)."""
     inference_steps: int = 10
     """Denoising steps when sampling with DDIM."""
+    noise_scale: float = 1.0
+    """Std of the noise x_T that sampling starts from. 1 samples the learned distribution;
+    less concentrates the samples on its densest actions, and 0 with DDIM (deterministic
+    after x_T) acts deterministically: the choice for a deterministic demonstrator, where
+    an imperfectly trained model's spread around the demonstrated action is only error."""
     cameras: tuple[CameraConfig, ...] = ()
     """Cameras to condition on (none: state only)."""
 
@@ -87,6 +92,8 @@ class DiffusionPolicyConfig:
             raise ValueError(f"unet: expected one of {sorted(UNET_PRESETS)}, found {self.unet!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler: expected one of {SAMPLERS}, found {self.sampler!r}")
+        if not self.noise_scale >= 0:
+            raise ValueError(f"noise_scale: expected >= 0, found {self.noise_scale}")
         if not 1 <= self.inference_steps <= self.train_timesteps:
             raise ValueError(f"inference_steps: expected 1..train_timesteps, found {self.inference_steps}")
         if len({c.name for c in self.cameras}) != len(self.cameras) or any(c.name == "state" for c in self.cameras):

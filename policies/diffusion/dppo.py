@@ -33,8 +33,8 @@ from embodied_pref.data import Trajectory
 from embodied_pref.distributed import distributed_context
 from embodied_pref.reward_nets import RewardFn
 from policies.diffusion.policy import DiffusionPolicy, Observation
-from policies.diffusion.runner import (ChunkRecorder, ChunkSampler, Decisions, observation_history, recorder,
-                                      run_episodes)
+from policies.diffusion.runner import (ChunkRecorder, ChunkSampler, Decisions, observation_history, policy_sampler,
+                                      recorder, run_episodes)
 from policies.diffusion.rwr import learned_rewards
 from policies.diffusion.training import PolicyTrainer, TrainerConfig
 from policies.diffusion.windows import ChunkWindows
@@ -108,10 +108,12 @@ class DPPOPolicy(nn.Module):
     def sample(self, obs: Observation, generator: torch.Generator | None = None, deterministic: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(chain (B, K+1, H, Da) of normalized chunks entering/leaving the fine-tuned steps,
-        executed actions (B, Ta, Da) in env units)."""
+        executed actions (B, Ta, Da) in env units). Exploring, x_T has unit std; deterministic,
+        the policy's `noise_scale`."""
         base_cond, cond = self.base.condition(obs), self.actor.condition(obs)
         shape = (base_cond.shape[0], self.config.horizon, self.config.action_dim)
-        x = torch.randn(shape, generator=generator).to(base_cond.device)
+        scale = self.config.noise_scale if deterministic else 1.0
+        x = (scale * torch.randn(shape, generator=generator)).to(base_cond.device)
         for i in range(self.first_finetuned_step()):
             x, _ = self.step_mean_std(self.base, x, i, base_cond)
         chain = [x]
@@ -168,6 +170,19 @@ def dppo_sampler(policy: DPPOPolicy, seed: int, deterministic: bool = True,
         return actions.cpu().numpy()
 
     return sample
+
+
+def acting_sampler(policy: DiffusionPolicy | DPPOPolicy, seed: int) -> ChunkSampler:
+    """How a trained policy acts: a DPPO policy by its deterministic means, any other as it samples."""
+    if isinstance(policy, DPPOPolicy):
+        return dppo_sampler(policy, seed, deterministic=True)
+    return policy_sampler(policy, seed)
+
+
+def load_trained_policy(directory: str | Path, device: str | torch.device = "cpu") -> DiffusionPolicy | DPPOPolicy:
+    """A policy saved by any diffusion trainer: a DPPO policy when `directory` holds one."""
+    loader = DPPOPolicy if (Path(directory) / DPPO_FILE).is_file() else DiffusionPolicy
+    return loader.load(directory, device)
 
 
 @dataclass(frozen=True)

@@ -78,15 +78,17 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def sample_chunk(self, obs: Observation, generator: torch.Generator | None = None,
-                     sampler: str | None = None, steps: int | None = None) -> torch.Tensor:
-        """A denoised action chunk (B, H, Da) in env units. `sampler`/`steps` override the
-        config's (ddpm always runs all train_timesteps steps)."""
+                     sampler: str | None = None, steps: int | None = None, noise_scale: float | None = None
+                     ) -> torch.Tensor:
+        """A denoised action chunk (B, H, Da) in env units. `sampler`/`steps`/`noise_scale`
+        override the config's (ddpm always runs all train_timesteps steps)."""
         sampler = sampler or self.config.sampler
         scheduler = self.noise_scheduler if sampler == "ddpm" else self.ddim_scheduler
         scheduler.set_timesteps(self.config.train_timesteps if sampler == "ddpm" else steps or self.config.inference_steps)
         cond = self.condition(obs)
         shape = (cond.shape[0], self.config.horizon, self.config.action_dim)
-        x = torch.randn(shape, generator=generator, device="cpu").to(cond.device)
+        scale = self.config.noise_scale if noise_scale is None else noise_scale
+        x = (scale * torch.randn(shape, generator=generator, device="cpu")).to(cond.device)
         for t in scheduler.timesteps:
             eps = self.unet(x, t.to(cond.device).expand(shape[0]), cond)
             x = scheduler.step(eps, t, x, generator=generator).prev_sample

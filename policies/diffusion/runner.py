@@ -28,14 +28,15 @@ ChunkRecorder = Callable[[np.ndarray, dict[str, torch.Tensor], torch.Tensor], No
 """(env indices (B,), their obs history, what was sampled for them) -> None."""
 
 
-def policy_sampler(policy: DiffusionPolicy, seed: int, record: ChunkRecorder | None = None) -> ChunkSampler:
-    """Samples chunks from `policy` with its own seeded generator; `record` sees every
-    sampled chunk whole, (B, H, Da) in env units."""
+def policy_sampler(policy: DiffusionPolicy, seed: int, record: ChunkRecorder | None = None,
+                   noise_scale: float | None = None) -> ChunkSampler:
+    """Samples chunks from `policy` with its own seeded generator (and `noise_scale` instead of
+    the policy's, when given); `record` sees every sampled chunk whole, (B, H, Da) in env units."""
     generator = torch.Generator().manual_seed(seed)
 
     def sample(obs: dict[str, torch.Tensor], envs: np.ndarray) -> np.ndarray:
         obs = {k: v.to(policy.device) for k, v in obs.items()}
-        chunk = policy.sample_chunk(obs, generator)
+        chunk = policy.sample_chunk(obs, generator, noise_scale=noise_scale)
         if record is not None:
             record(envs, obs, chunk)
         return policy.executed_actions(chunk).cpu().numpy()

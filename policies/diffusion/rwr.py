@@ -64,6 +64,9 @@ class RWRConfig:
     """Cap on a weight, relative to the mean weight."""
     bc_weight: float = 1.0
     """Weight of the BC anchor on the demonstrations."""
+    rollout_noise_scale: float = 1.0
+    """Initial-noise std of the rollouts it learns from: 1 explores the policy's whole
+    distribution, whatever `noise_scale` the policy acts with once fine-tuned."""
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(learning_rate=3e-5, warmup_steps=20, batch_size=64))
     """Optimizer, EMA and hardware."""
     progress: bool = True
@@ -91,7 +94,7 @@ def decision_weights(episodes: Sequence[Trajectory], decisions: Decisions, rewar
     if config.score == "return":
         scores = np.array([r.sum() for r in rewards])[decisions.episode]
     else:
-        scores = decisions.executed_sums(rewards, n_action_steps).astype(np.float64)
+        scores = decisions.executed_sums(rewards, n_action_steps)
     if config.weighting == "top":
         weights = (scores >= np.quantile(scores, 1 - config.top_fraction)).astype(np.float64)
     else:
@@ -127,7 +130,8 @@ def train_rwr(
         seeds = [first_seed + round_index * config.episodes_per_round + i for i in range(config.episodes_per_round)]
         records: dict[int, list] = {}
         episodes = run_episodes(make_env, seeds, pcfg,
-                                policy_sampler(trainer.averaged(), config.seed + round_index, recorder(records)))
+                                policy_sampler(trainer.averaged(), config.seed + round_index, recorder(records),
+                                               config.rollout_noise_scale))
         row = {"round": round_index,
                "learned_return": float(np.mean([learned_rewards(reward_fn, e).sum() for e in episodes])),
                "gt_return": float(np.mean([e.rewards.sum() for e in episodes]))}

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from embodied_pref.experiments.align_policy import AlignPolicyConfig, run_align_policy
-from policies.diffusion.bc import BCConfig
+from policies.diffusion.bc import BCConfig, StatePolicyConfig
 from policies.diffusion.dpo import DPOConfig
 from policies.diffusion.dppo import DPPOConfig
 from policies.diffusion.rwr import RWRConfig
@@ -15,8 +15,8 @@ SMALL = TrainerConfig(batch_size=8, warmup_steps=1)
 @pytest.mark.slow
 def test_align_policy_reports_every_method_with_its_plots(tmp_path):
     config = AlignPolicyConfig(
-        tasks=("xmagical-avoid",), seeds=(0,), demonstrations=4, unet="tiny", labels=20, labels_per_round=10,
-        preference_episodes=6,
+        tasks=("xmagical-avoid",), seeds=(0,), demonstrations=4, labels=20, labels_per_round=10,
+        preference_episodes=6, policy=StatePolicyConfig(unet="tiny", n_action_steps=2, noise_scale=0.0),
         bc=BCConfig(steps=4, eval_every=2, progress=False, trainer=SMALL),
         rwr=RWRConfig(rounds=2, episodes_per_round=2, updates_per_round=2, trainer=SMALL, progress=False),
         dpo=DPOConfig(steps=2, trainer=SMALL, progress=False),

@@ -75,3 +75,5 @@ def test_config_names_the_bad_field():
         DiffusionPolicyConfig(state_dim=3, action_dim=2, unet="huge")
     with pytest.raises(ValueError, match="n_action_steps"):
         DiffusionPolicyConfig(state_dim=3, action_dim=2, horizon=8, n_action_steps=8)
+    with pytest.raises(ValueError, match="noise_scale"):
+        DiffusionPolicyConfig(state_dim=3, action_dim=2, noise_scale=-0.5)

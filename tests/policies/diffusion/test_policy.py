@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 import torch
 
 from embodied_pref.data import Trajectory
-from policies.diffusion.bc import BCConfig, pretrain, pretrain_state_policy
+from policies.diffusion.bc import BCConfig, StatePolicyConfig, pretrain, pretrain_state_policy
 from policies.diffusion.configuration import DiffusionPolicyConfig
 from policies.diffusion.policy import DiffusionPolicy
 from policies.diffusion.training import TrainerConfig
@@ -111,7 +112,7 @@ def test_state_policy_actions_are_normalized_by_the_demonstrations_range(tmp_pat
     demos = [Trajectory(observations=d.observations, actions=d.actions * np.array([1.0, 0.05], np.float32),
                         rewards=None) for d in toy_demonstrations(6)]
     config = BCConfig(steps=2, eval_every=2, progress=False, trainer=TrainerConfig(batch_size=8, warmup_steps=0))
-    policy, _ = pretrain_state_policy(demos, tmp_path, config, unet="tiny")
+    policy, _ = pretrain_state_policy(demos, tmp_path, config, StatePolicyConfig(unet="tiny"))
     actions = torch.from_numpy(np.concatenate([d.actions for d in demos]))
     normalized = policy.normalizer.normalize("action", actions)
     # The narrow second dimension spans [-1, 1] too, rather than a twentieth of it.
@@ -159,6 +160,16 @@ def test_a_saved_policy_reloads_and_gives_the_same_actions(tmp_path):
         assert torch.equal(a, b)
     assert not torch.equal(policy.sample_chunk(obs, torch.Generator().manual_seed(7)),
                            policy.sample_chunk(obs, torch.Generator().manual_seed(8)))
+
+
+def test_noise_scale_zero_makes_ddim_deterministic_and_one_keeps_the_spread():
+    torch.manual_seed(3)
+    policy = DiffusionPolicy(dataclasses.replace(CONFIG, noise_scale=0.0)).eval()
+    obs = {"state": torch.randn(5, 2, 3)}
+    a = policy.sample_chunk(obs, torch.Generator().manual_seed(7))
+    assert torch.equal(a, policy.sample_chunk(obs, torch.Generator().manual_seed(8)))
+    spread = [policy.sample_chunk(obs, torch.Generator().manual_seed(s), noise_scale=1.0) for s in (7, 8)]
+    assert not torch.equal(spread[0], spread[1]) and not torch.equal(a, spread[0])
 
 
 def test_loading_a_damaged_checkpoint_names_the_file(tmp_path):
