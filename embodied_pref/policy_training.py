@@ -96,10 +96,6 @@ def _layout_kwargs(layout: str | None) -> dict:
     return {} if layout is None else {"layout": layout}
 
 
-def _env_kwargs(config: TrainPolicyConfig) -> dict:
-    return _layout_kwargs(config.layout)
-
-
 def _state_reward(config: TrainPolicyConfig, store: PreferenceDataset) -> RewardFn:
     ensemble = RewardEnsemble.load(_need(config.reward, "--reward", config.algo))
     reward = ensemble.predict if config.pessimism == 0 else PessimisticReward(ensemble, config.pessimism)
@@ -127,7 +123,7 @@ def run_train_policy(config: TrainPolicyConfig) -> str:
     """Train as configured; returns a one-line summary."""
     if config.observation == "pixels" and config.algo != "ppo":
         raise SystemExit("--observation pixels: only --algo ppo trains on pixels; diffusion policies here see the state")
-    env_id, env_kwargs = _env_id(config), _env_kwargs(config)
+    env_id, env_kwargs = _env_id(config), _layout_kwargs(config.layout)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     store = PreferenceDataset.open(config.dataset) if config.dataset is not None else None
     try:
