@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from embodied_pref.data import Trajectory
 
 
 class RewardFn(Protocol):
@@ -50,6 +53,12 @@ class RewardNetConfig:
             raise ValueError(f"ensemble_size: expected >= 1, found {self.ensemble_size}")
         if any(h < 1 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes: expected positive widths, found {self.hidden_sizes}")
+
+
+def trajectory_rewards(reward_fn: RewardFn, trajectory: Trajectory) -> np.ndarray:
+    """The reward `reward_fn` gives each step of a trajectory: (T,)."""
+    obs = trajectory.observations
+    return reward_fn(obs[:-1], trajectory.actions, obs[1:])
 
 
 def _inputs(config: RewardNetConfig, obs, acts, next_obs):

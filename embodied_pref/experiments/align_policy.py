@@ -41,8 +41,8 @@ from policies.diffusion.bc import BCConfig, StatePolicyConfig, pretrain_state_po
 from policies.diffusion.dpo import DPOConfig, train_dpo
 from policies.diffusion.dppo import DPPOConfig, acting_sampler, train_dppo
 from policies.diffusion.policy import DiffusionPolicy
-from policies.diffusion.runner import run_episodes
-from policies.diffusion.rwr import RWRConfig, learned_rewards, train_rwr
+from policies.diffusion.runner import rollout_returns, run_episodes
+from policies.diffusion.rwr import RWRConfig, train_rwr
 from policies.diffusion.training import TrainerConfig
 
 METHODS = ("pretrained", "rwr", "dpo", "dppo")
@@ -120,8 +120,7 @@ class AlignPolicyConfig:
 
 
 def _policy_outcomes(task: str, episodes, reward_fn) -> dict[str, float]:
-    return {**episode_outcomes(task, episodes),
-            "learned_return": float(np.mean([learned_rewards(reward_fn, e).sum() for e in episodes]))}
+    return {**episode_outcomes(task, episodes), **rollout_returns(reward_fn, episodes)}
 
 
 def _labelled_dataset(task: str, seed: int, config: AlignPolicyConfig, directory: Path,

@@ -31,11 +31,10 @@ from tqdm.auto import tqdm
 
 from embodied_pref.data import Trajectory
 from embodied_pref.distributed import distributed_context
-from embodied_pref.reward_nets import RewardFn
+from embodied_pref.reward_nets import RewardFn, trajectory_rewards
 from policies.diffusion.policy import DiffusionPolicy, Observation
 from policies.diffusion.runner import (ChunkRecorder, ChunkSampler, Decisions, observation_history, policy_sampler,
-                                      recorder, run_episodes)
-from policies.diffusion.rwr import learned_rewards
+                                      recorder, rollout_returns, run_episodes)
 from policies.diffusion.training import PolicyTrainer, TrainerConfig
 from policies.diffusion.windows import ChunkWindows
 
@@ -308,9 +307,7 @@ def train_dppo(
             updates = config.iterations * config.epochs * _minibatch_count(batch, config)
             trainer = PolicyTrainer(actor, config.trainer, updates, log_dir=run_dir / "tensorboard")
             actor.eval()
-        row = {"iteration": iteration,
-               "learned_return": float(np.mean([learned_rewards(reward_fn, e).sum() for e in episodes])),
-               "gt_return": float(np.mean([e.rewards.sum() for e in episodes]))}
+        row = {"iteration": iteration, **rollout_returns(reward_fn, episodes)}
         if on_iteration is not None:
             row.update(on_iteration(iteration, model, episodes))
         row.update(_ppo_update(model, critic, critic_optimizer, trainer, batch, config, demo_windows, rng, generator))
@@ -332,7 +329,7 @@ def _chunk_batch(model: DPPOPolicy, critic: Critic, episodes: list[Trajectory],
                  config: DPPOConfig, device: torch.device) -> ChunkBatch:
     """Chunk rewards (learned, summed over each chunk's executed actions), GAE and old log-probs."""
     decisions = Decisions.from_records(records)
-    chunk_rewards = decisions.executed_sums([learned_rewards(reward_fn, e) for e in episodes],
+    chunk_rewards = decisions.executed_sums([trajectory_rewards(reward_fn, e) for e in episodes],
                                             model.config.n_action_steps)
     obs = {key: v.to(device) for key, v in decisions.obs.items()}
     values = critic(obs["state"]).cpu().numpy()

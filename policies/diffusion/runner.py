@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from embodied_pref.data import Trajectory
+from embodied_pref.reward_nets import RewardFn, trajectory_rewards
 from policies.diffusion.configuration import DiffusionPolicyConfig
 from policies.diffusion.policy import DiffusionPolicy
 
@@ -153,3 +154,10 @@ def run_episodes(
     finally:
         for env in envs:
             env.close()
+
+
+def rollout_returns(reward_fn: RewardFn, episodes: Sequence[Trajectory]) -> dict[str, float]:
+    """Mean learned (`reward_fn`) and ground-truth return of `episodes`: what a fine-tuning
+    log records each round, so a policy that games the learned reward shows it."""
+    return {"learned_return": float(np.mean([trajectory_rewards(reward_fn, e).sum() for e in episodes])),
+            "gt_return": float(np.mean([e.rewards.sum() for e in episodes]))}

@@ -32,9 +32,9 @@ import torch
 from tqdm.auto import tqdm
 
 from embodied_pref.data import Trajectory
-from embodied_pref.reward_nets import RewardFn
+from embodied_pref.reward_nets import RewardFn, trajectory_rewards
 from policies.diffusion.policy import DiffusionPolicy
-from policies.diffusion.runner import Decisions, policy_sampler, recorder, run_episodes
+from policies.diffusion.runner import Decisions, policy_sampler, recorder, rollout_returns, run_episodes
 from policies.diffusion.training import PolicyTrainer, TrainerConfig
 from policies.diffusion.windows import ChunkWindows
 
@@ -81,16 +81,10 @@ class RWRConfig:
             raise ValueError("temperature: expected > 0; top_fraction: expected in (0, 1]")
 
 
-def learned_rewards(reward_fn: RewardFn, trajectory: Trajectory) -> np.ndarray:
-    """Per-step learned reward of an episode: (T,)."""
-    obs = trajectory.observations
-    return reward_fn(obs[:-1], trajectory.actions, obs[1:])
-
-
 def decision_weights(episodes: Sequence[Trajectory], decisions: Decisions, reward_fn: RewardFn,
                      config: RWRConfig, n_action_steps: int) -> np.ndarray:
     """One weight per decision of `episodes` (mean 1)."""
-    rewards = [learned_rewards(reward_fn, e) for e in episodes]
+    rewards = [trajectory_rewards(reward_fn, e) for e in episodes]
     if config.score == "return":
         scores = np.array([r.sum() for r in rewards])[decisions.episode]
     else:
@@ -132,9 +126,7 @@ def train_rwr(
         episodes = run_episodes(make_env, seeds, pcfg,
                                 policy_sampler(trainer.averaged(), config.seed + round_index, recorder(records),
                                                config.rollout_noise_scale))
-        row = {"round": round_index,
-               "learned_return": float(np.mean([learned_rewards(reward_fn, e).sum() for e in episodes])),
-               "gt_return": float(np.mean([e.rewards.sum() for e in episodes]))}
+        row = {"round": round_index, **rollout_returns(reward_fn, episodes)}
         if on_round is not None:
             row.update(on_round(round_index, trainer.averaged(), episodes))
         log.append(row)

@@ -1,17 +1,19 @@
 import math
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
 
 from embodied_pref.data import Trajectory
 from embodied_pref.segments import PreferencePairs, SegmentBatch
+from envs.xmagical import env_id
 from policies.diffusion.configuration import DiffusionPolicyConfig
 from policies.diffusion.dpo import DPOConfig, decisive_pairs, dpo_loss, train_dpo
 from policies.diffusion.dppo import DenoisingConfig, DPPOPolicy, gaussian_log_prob
 from policies.diffusion.policy import DiffusionPolicy
-from policies.diffusion.runner import Decisions, recorder
-from policies.diffusion.rwr import RWRConfig, decision_weights
+from policies.diffusion.runner import Decisions, policy_sampler, recorder, run_episodes
+from policies.diffusion.rwr import RWRConfig, decision_weights, train_rwr
 from policies.diffusion.training import TrainerConfig
 from policies.diffusion.windows import ChunkWindows
 
@@ -208,3 +210,26 @@ def test_recorded_chunks_become_decisions_in_env_and_step_order():
     assert torch.equal(decisions.obs["state"][0], obs["state"][1])
     assert torch.equal(decisions.obs["state"][2], obs["state"][0] + 100)
     assert decisions.sampled[:, 0, 0].tolist() == [1.0, 1.0, 2.0]
+
+
+def test_rwr_explores_with_its_rollout_noise_and_keeps_the_policys_own(tmp_path):
+    config = DiffusionPolicyConfig(state_dim=16, action_dim=2, horizon=8, n_action_steps=4, unet="tiny",
+                                   inference_steps=3, noise_scale=0.0)
+    torch.manual_seed(0)
+    deterministic = DiffusionPolicy(config)
+    deterministic.normalizer.set_limits("action", -np.ones(2), np.ones(2))
+
+    def make_env():
+        return gymnasium.make(env_id("Longstick", "state"))
+
+    def first_round_return(noise_scale: float) -> float:
+        rwr = RWRConfig(rounds=1, episodes_per_round=2, updates_per_round=1, bc_weight=0.0, rollout_noise_scale=noise_scale,
+                        trainer=TrainerConfig(batch_size=8, warmup_steps=1), progress=False)
+        tuned, log = train_rwr(deterministic, reward_from_first_feature, make_env, [], tmp_path / str(noise_scale), rwr,
+                               first_seed=3)
+        assert tuned.config.noise_scale == 0.0
+        return log[0]["gt_return"]
+
+    acting = run_episodes(make_env, [3, 4], config, policy_sampler(deterministic, 123))
+    assert first_round_return(0.0) == pytest.approx(np.mean([e.rewards.sum() for e in acting]))
+    assert first_round_return(1.0) != pytest.approx(first_round_return(0.0))
