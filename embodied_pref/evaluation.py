@@ -39,14 +39,32 @@ def evaluate_reward(
 ) -> RewardEvaluation:
     """Compare `ensemble` with the clips' ground truth on `n_pairs` random pairs of `clips`."""
     first, second = random_pairs(len(clips), n_pairs, np.random.default_rng(seed))
-    gt = clips.gt_returns
-    targets = np.where(gt[first] > gt[second], 1.0, np.where(gt[first] < gt[second], 0.0, 0.5))
-    prob = preference_probabilities(ensemble, clips[first], clips[second]).mean(0)
     learned = predicted_returns(ensemble, clips)
+    gt = clips.gt_returns
     return RewardEvaluation(
-        accuracy=preference_accuracy(prob, targets).accuracy,
+        accuracy=_pair_accuracy(ensemble, clips[first], clips[second]),
         spearman=spearman(learned, gt),
         pearson=pearson(learned, gt),
         n_pairs=n_pairs,
         n_clips=len(clips),
     )
+
+
+def cross_accuracy(ensemble: RewardEnsemble, group_a: SegmentBatch, group_b: SegmentBatch) -> float:
+    """Agreement with the ground truth on every pair of one segment of `group_a` and one of
+    `group_b`, pairs the ground truth ties left out (nan if all tie).
+
+    Accuracy on random pairs is mostly decided by how far each clip got; this scores the
+    choice a policy faces, e.g. expert episodes that keep a preference (group_a) against ones
+    that break it (group_b), which a reward with high random-pair accuracy can still get wrong.
+    """
+    a, b = np.meshgrid(np.arange(len(group_a)), np.arange(len(group_b)), indexing="ij")
+    return _pair_accuracy(ensemble, group_a[a.ravel()], group_b[b.ravel()])
+
+
+def _pair_accuracy(ensemble: RewardEnsemble, first: SegmentBatch, second: SegmentBatch) -> float:
+    """Ensemble-mean preference accuracy against the ground-truth order of each pair."""
+    gt_first, gt_second = first.gt_returns, second.gt_returns
+    targets = np.where(gt_first > gt_second, 1.0, np.where(gt_first < gt_second, 0.0, 0.5))
+    prob = preference_probabilities(ensemble, first, second).mean(0)
+    return preference_accuracy(prob, targets).accuracy

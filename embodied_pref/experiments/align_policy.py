@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from embodied_pref.distributed import distributed_context
-from embodied_pref.evaluation import evaluate_reward
+from embodied_pref.evaluation import cross_accuracy, evaluate_reward
 from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.experiments.tasks import episode_outcomes, scripted_episodes, task_spec
@@ -96,6 +96,9 @@ class AlignPolicyConfig:
     dppo: DPPOConfig = field(default_factory=lambda: DPPOConfig(iterations=20, episodes_per_iteration=32, progress=False))
     eval_episodes: int = 20
     """Evaluation episodes per policy (seeds no training episode uses)."""
+    expert_episodes: int = 20
+    """Held-out expert episodes, half told to violate the preference, on which the reward's
+    ordering of the two behaviours is scored (`reward_expert_accuracy`)."""
     workers: int = 2
     """Tasks run in parallel processes (1 thread each); 1 runs them in this process."""
     device: str = "auto"
@@ -179,6 +182,7 @@ def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]
     held_out = scripted_episodes(task, embodiment, [0.3, 0.6, 0.9, 1.0] * 5, seed * 100_000 + 80_000,
                                  violations=[False, True] * 10, env_kwargs=env_kwargs)
     reward_eval = evaluate_reward(ensemble, stack_segments(list(_clips(held_out, config.clip_length))), seed=seed)
+    expert_accuracy = _expert_accuracy(ensemble, task, seed, config)
 
     eval_seeds = [seed * 100_000 + 90_000 + i for i in range(config.eval_episodes)]
     rows = []
@@ -187,6 +191,7 @@ def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]
         episodes = run_episodes(make_env, eval_seeds, policy.config, acting_sampler(policy, seed))
         rows.append({"task": task, "seed": seed, "method": method, "labels": used, "wall_s": seconds,
                      "reward_accuracy": reward_eval.accuracy, "reward_spearman": reward_eval.spearman,
+                     "reward_expert_accuracy": expert_accuracy,
                      **_policy_outcomes(task, episodes, reward_fn), "curve": curve or []})
 
     if "pretrained" in config.methods:
@@ -230,6 +235,19 @@ def _pretrained(task: str, config: AlignPolicyConfig, demos) -> DiffusionPolicy:
     return policy
 
 
+def _expert_accuracy(ensemble, task: str, seed: int, config: AlignPolicyConfig) -> float:
+    """The reward's accuracy on the choice the pretrained policy makes: every pair of one
+    held-out expert episode that keeps the preference and one that breaks it (whole
+    episodes), against the ground-truth order; nan if either behaviour is missing."""
+    spec, n = task_spec(task), config.expert_episodes
+    experts = scripted_episodes(task, EMBODIMENT[task], [1.0] * n, seed * 100_000 + 85_000,
+                                violations=[i % 2 == 1 for i in range(n)], env_kwargs=ENV_KWARGS.get(task, {}))
+    groups = [[e.segment(0, e.length) for e in experts if spec.violates(e) == breaks] for breaks in (False, True)]
+    if not all(groups):
+        return float("nan")
+    return cross_accuracy(ensemble, stack_segments(groups[0]), stack_segments(groups[1]))
+
+
 def _clips(episodes, length: int):
     """Four clips of `length` steps from each episode, at evenly spaced starts."""
     for episode in episodes:
@@ -271,9 +289,12 @@ def run_align_policy(config: AlignPolicyConfig) -> dict:
             table.append(f"| {task} | {method} | {mean_std([r['success'] for r in got])} | "
                          f"{mean_std([r['violation_rate'] for r in got])} | {mean_std([r['gt_return'] for r in got])} | "
                          f"{got[0]['labels']} | {np.mean([r['wall_s'] for r in got]):.0f} | {len(got)} |")
-    reward_lines = [f"Reward learned by the loop on {task}: held-out accuracy "
-                    f"{mean_std([r['reward_accuracy'] for r in rows if r['task'] == task and r['method'] == config.methods[0]])}, "
-                    f"Spearman {mean_std([r['reward_spearman'] for r in rows if r['task'] == task and r['method'] == config.methods[0]])}"
+    def reward_metric(task: str, key: str) -> str:
+        return mean_std([r[key] for r in rows if r["task"] == task and r["method"] == config.methods[0]])
+
+    reward_lines = [f"Reward learned by the loop on {task}: held-out accuracy {reward_metric(task, 'reward_accuracy')}, "
+                    f"Spearman {reward_metric(task, 'reward_spearman')}, on expert episodes that keep vs break "
+                    f"the preference {reward_metric(task, 'reward_expert_accuracy')}"
                     for task in config.tasks]
     table += ["", *reward_lines, "", f"Wall time: {time.monotonic() - start:.0f} s"]
     config.out.mkdir(parents=True, exist_ok=True)

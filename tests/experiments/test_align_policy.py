@@ -21,17 +21,20 @@ def test_align_policy_reports_every_method_with_its_plots(tmp_path):
         rwr=RWRConfig(rounds=2, episodes_per_round=2, updates_per_round=2, trainer=SMALL, progress=False),
         dpo=DPOConfig(steps=2, trainer=SMALL, progress=False),
         dppo=DPPOConfig(iterations=2, episodes_per_iteration=2, epochs=1, trainer=SMALL, progress=False),
-        eval_episodes=2, workers=1, out=tmp_path)
+        eval_episodes=2, expert_episodes=6, workers=1, out=tmp_path)
     result = run_align_policy(config)
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["pretrained", "rwr", "dpo", "dppo"] == [r["method"] for r in result["rows"]]
     for row in rows:
         assert 0 <= row["success"] <= 1 and 0 <= row["violation_rate"] <= 1
         assert row["labels"] == (0 if row["method"] == "pretrained" else 20)
+        assert 0 <= row["reward_expert_accuracy"] <= 1  # nan unless some experts keep out of the zone and some enter it
     assert [len(r["curve"]) for r in rows if r["method"] in ("rwr", "dppo")] == [2, 2]
     assert (tmp_path / "align_policy.png").stat().st_size > 0
     assert (tmp_path / "learned_vs_true_return.png").stat().st_size > 0
-    assert "| xmagical-avoid | dpo |" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "| xmagical-avoid | dpo |" in table
+    assert f"on expert episodes that keep vs break the preference {rows[0]['reward_expert_accuracy']:.3f}" in table
 
 
 def test_align_policy_names_what_it_cannot_run(tmp_path):
