@@ -87,6 +87,8 @@ class AlignPolicyConfig:
     """Query selection after the first round: uniform | disagreement | entropy."""
     clip_length: int = 50
     """Steps per labelled clip."""
+    clips_per_episode: int = 8
+    """Clips cut at random starts from each labelled episode (1 with whole-episode clips)."""
     reward_net: RewardNetConfig = XMAGICAL_REWARD_NET
     """The state reward the loop learns (s' only)."""
     pessimism: float = 0.0
@@ -142,7 +144,7 @@ def _labelled_dataset(task: str, seed: int, config: AlignPolicyConfig, directory
         with PreferenceDataset.create(partial, description=f"align-policy labels, {task}, seed {seed}") as dataset:
             for episode in episodes:
                 dataset.add_trajectory(episode)
-            dataset.add_clips(cut_clips(episodes, config.clip_length, 8, rng))
+            dataset.add_clips(cut_clips(episodes, config.clip_length, config.clips_per_episode, rng))
         os.replace(partial, directory)
     dataset = PreferenceDataset.open(directory)
     try:
