@@ -156,12 +156,14 @@ def _resubmit_unanswered(dataset: PreferenceDataset, gatherer: PreferenceGathere
 
 
 def fit_reward(
-    dataset: PreferenceDataset, reward_config: RewardNetConfig, training_config: RewardTrainingConfig,
-    log_dir: Path | None = None,
+    dataset: PreferenceDataset | Sequence[PreferenceDataset], reward_config: RewardNetConfig,
+    training_config: RewardTrainingConfig, log_dir: Path | None = None,
 ) -> tuple[RewardEnsemble, float]:
-    """A fresh ensemble trained on every label in the dataset; returns it and its validation accuracy."""
-    pairs = labelled_pairs(dataset)
-    ensemble = RewardEnsemble(pairs.first.observations.shape[-1], pairs.first.actions.shape[-1], reward_config)
+    """A fresh ensemble trained on every label in the dataset (or datasets, e.g. one of clips
+    and one of whole episodes); returns it and its validation accuracy."""
+    datasets = [dataset] if isinstance(dataset, PreferenceDataset) else list(dataset)
+    pairs = [labelled_pairs(d) for d in datasets]
+    ensemble = RewardEnsemble(pairs[0].first.observations.shape[-1], pairs[0].first.actions.shape[-1], reward_config)
     report = train_reward(ensemble, pairs, training_config, log_dir=log_dir)
     return ensemble, report.validation_accuracy[report.best_epoch]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -122,14 +123,19 @@ def _pairs_loss(ensemble: RewardEnsemble, pairs: PreferencePairs, model: Partial
 
 def train_reward(
     ensemble: RewardEnsemble,
-    pairs: PreferencePairs,
+    pairs: PreferencePairs | Sequence[PreferencePairs],
     config: RewardTrainingConfig = RewardTrainingConfig(),
     model: PartialReturnModel = PartialReturnModel(),
     log_dir: str | Path | None = None,
 ) -> RewardTrainingReport:
-    """Fit `ensemble` in place on `pairs`; returns the learning curves."""
-    if len(pairs) < 2:
-        raise ValueError(f"pairs: need at least 2 labelled pairs to train, found {len(pairs)}")
+    """Fit `ensemble` in place on `pairs`; returns the learning curves.
+
+    `pairs` may be several sets, one per clip length (e.g. 50-step clips and whole episodes):
+    each set is split, resampled and batched on its own, and an epoch passes over every set.
+    """
+    sets = [pairs] if isinstance(pairs, PreferencePairs) else list(pairs)
+    if sum(len(s) for s in sets) < 2:
+        raise ValueError(f"pairs: need at least 2 labelled pairs to train, found {sum(len(s) for s in sets)}")
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -138,23 +144,19 @@ def train_reward(
         if module is not ensemble and hasattr(module, "reset_parameters"):
             module.reset_parameters()
 
-    val_index, train_index = split_by_query(pairs, config.validation_fraction, rng)
-    val, train = pairs[val_index], pairs[train_index]
-    n_val = len(val)
-    all_first = np.concatenate([train.first.observations[:, :-1], train.second.observations[:, :-1]])
-    all_next = np.concatenate([train.first.observations[:, 1:], train.second.observations[:, 1:]])
-    all_acts = np.concatenate([train.first.actions, train.second.actions])
-    d, a = all_first.shape[-1], all_acts.shape[-1]
-    ensemble.fit_input_normalization(
-        all_first.reshape(-1, d), all_acts.reshape(-1, a), all_next.reshape(-1, d)
-    )
+    splits = [split_by_query(s, config.validation_fraction, rng) for s in sets]
+    vals = [s[val_index] for s, (val_index, _) in zip(sets, splits)]
+    trains = [s[train_index] for s, (_, train_index) in zip(sets, splits)]
+    n_val = sum(len(v) for v in vals)
+    ensemble.fit_input_normalization(*_transitions(trains))
     k = len(ensemble.members)
     member_indices = [
-        rng.integers(0, len(train), len(train)) if config.bootstrap else np.arange(len(train))
-        for _ in range(k)
+        [rng.integers(0, len(train), len(train)) if config.bootstrap else np.arange(len(train)) for _ in range(k)]
+        for train in trains
     ]
-    report = RewardTrainingReport(n_train=len(train), n_validation=n_val,
-                                  member_pairs=[len(np.unique(idx)) for idx in member_indices])
+    report = RewardTrainingReport(
+        n_train=sum(len(t) for t in trains), n_validation=n_val,
+        member_pairs=[sum(len(np.unique(indices[m])) for indices in member_indices) for m in range(k)])
     optimizer = torch.optim.AdamW(
         ensemble.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -168,35 +170,30 @@ def train_reward(
     bar = tqdm(range(config.max_epochs), desc="reward", disable=not config.progress, leave=False)
     for epoch in bar:
         ensemble.train()
-        perms = [rng.permutation(idx) for idx in member_indices]
         epoch_loss, n_batches = 0.0, 0
-        for start in range(0, len(train), config.batch_size):
-            loss = torch.zeros((), device=device)
-            for member_k, perm in enumerate(perms):
-                batch = train[perm[start : start + config.batch_size]]
-                if len(batch) == 0:
-                    continue
-                targets = torch.as_tensor(batch.targets, dtype=torch.float32, device=device)
-                member = ensemble.members[member_k]
-                ra = member(*batch.first.tensors(device))
-                rb = member(*batch.second.tensors(device))
-                loss = loss + model.loss(ra, rb, targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            epoch_loss += loss.item() / k
-            n_batches += 1
+        for train, indices in zip(trains, member_indices):
+            perms = [rng.permutation(idx) for idx in indices]
+            for start in range(0, len(train), config.batch_size):
+                loss = torch.zeros((), device=device)
+                for member_k, perm in enumerate(perms):
+                    batch = train[perm[start : start + config.batch_size]]
+                    if len(batch) == 0:
+                        continue
+                    targets = torch.as_tensor(batch.targets, dtype=torch.float32, device=device)
+                    member = ensemble.members[member_k]
+                    ra = member(*batch.first.tensors(device))
+                    rb = member(*batch.second.tensors(device))
+                    loss = loss + model.loss(ra, rb, targets)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                epoch_loss += loss.item() / k
+                n_batches += 1
         report.train_loss.append(epoch_loss / max(n_batches, 1))
 
         ensemble.eval()
         if n_val:
-            with torch.no_grad():
-                val_loss = _pairs_loss(ensemble, val, model).item() / k
-                prob = preference_probabilities(ensemble, val.first, val.second, model).mean(0)
-            decisive = val.targets != 0.5
-            accuracy = (
-                float(((prob > 0.5) == (val.targets > 0.5))[decisive].mean()) if decisive.any() else float("nan")
-            )
+            val_loss, accuracy = _validation(ensemble, [v for v in vals if len(v)], model)
         else:
             val_loss, accuracy = report.train_loss[-1], float("nan")
         report.validation_loss.append(val_loss)
@@ -219,3 +216,24 @@ def train_reward(
     if writer is not None:
         writer.close()
     return report
+
+
+def _transitions(sets: Sequence[PreferencePairs]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(obs, acts, next_obs), each (N, ·): every step of every clip in `sets`."""
+    def rows(pick) -> np.ndarray:
+        arrays = [pick(segments) for s in sets for segments in (s.first, s.second)]
+        return np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays])
+
+    return (rows(lambda b: b.observations[:, :-1]), rows(lambda b: b.actions), rows(lambda b: b.observations[:, 1:]))
+
+
+@torch.no_grad()
+def _validation(ensemble: RewardEnsemble, vals: Sequence[PreferencePairs], model: PartialReturnModel) -> tuple[float, float]:
+    """(loss per pair and member, accuracy on decisive pairs) over every validation set."""
+    k, n = len(ensemble.members), sum(len(v) for v in vals)
+    loss = sum(_pairs_loss(ensemble, v, model).item() * len(v) for v in vals) / (n * k)
+    prob = np.concatenate([preference_probabilities(ensemble, v.first, v.second, model).mean(0) for v in vals])
+    targets = np.concatenate([v.targets for v in vals])
+    decisive = targets != 0.5
+    accuracy = float(((prob > 0.5) == (targets > 0.5))[decisive].mean()) if decisive.any() else float("nan")
+    return loss, accuracy

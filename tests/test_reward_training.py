@@ -13,10 +13,10 @@ D, A, L = 6, 2, 10
 W = np.array([1.0, -0.5, 0.8, 0.0, 0.3, -1.2], dtype=np.float32)
 
 
-def synthetic_clips(n: int, seed: int) -> SegmentBatch:
+def synthetic_clips(n: int, seed: int, length: int = L) -> SegmentBatch:
     rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(n, L + 1, D)).astype(np.float32) + rng.normal(size=(n, 1, D)).astype(np.float32)
-    acts = rng.uniform(-1, 1, size=(n, L, A)).astype(np.float32)
+    obs = rng.normal(size=(n, length + 1, D)).astype(np.float32) + rng.normal(size=(n, 1, D)).astype(np.float32)
+    acts = rng.uniform(-1, 1, size=(n, length, A)).astype(np.float32)
     rewards = np.tanh(obs[:, 1:] @ W) - 0.1 * (acts**2).sum(-1)
     return SegmentBatch(obs, acts, rewards.astype(np.float32))
 
@@ -185,3 +185,26 @@ def test_pessimistic_reward_discounts_member_disagreement():
     np.testing.assert_allclose(PessimisticReward(ensemble, 2.0)(obs, acts, obs),
                                members.mean(0) - 2.0 * members.std(0, ddof=1), atol=1e-5)
     assert (PessimisticReward(ensemble, 1.0)(obs, acts, obs) < ensemble.predict(obs, acts, obs)).all()
+
+
+def test_pair_sets_of_another_clip_length_train_the_same_step_reward():
+    short, long_clips, test_clips = synthetic_clips(400, 0), synthetic_clips(400, 1, length=3 * L), synthetic_clips(200, 2)
+    config = RewardTrainingConfig(seed=0, progress=False, max_epochs=150)
+    few_short = oracle_pairs(short, 30, 0)
+    alone, together = RewardEnsemble(D, A, CONFIG), RewardEnsemble(D, A, CONFIG)
+    train_reward(alone, few_short, config)
+    report = train_reward(together, [few_short, oracle_pairs(long_clips, 270, 1)], config)
+    assert report.n_train + report.n_validation == 300
+    accuracy_alone = evaluate_reward(alone, test_clips, n_pairs=1000).accuracy
+    accuracy_together = evaluate_reward(together, test_clips, n_pairs=1000).accuracy
+    assert accuracy_together >= 0.85 and accuracy_together > accuracy_alone + 0.05, (accuracy_alone, accuracy_together)
+
+
+def test_one_pair_set_in_a_list_trains_as_the_set_itself():
+    pairs, clips = oracle_pairs(synthetic_clips(100, 4), 60, 4), synthetic_clips(30, 5)
+    config = RewardTrainingConfig(seed=1, progress=False, max_epochs=20)
+    bare, listed = RewardEnsemble(D, A, CONFIG), RewardEnsemble(D, A, CONFIG)
+    train_reward(bare, pairs, config)
+    train_reward(listed, [pairs], config)
+    obs, acts, next_obs = (t.reshape(-1, t.shape[-1]).numpy() for t in clips.tensors())
+    np.testing.assert_array_equal(bare.predict(obs, acts, next_obs), listed.predict(obs, acts, next_obs))

@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import gymnasium
 import numpy as np
 import torch
 
+from embodied_pref.data import Clip
 from embodied_pref.distributed import distributed_context
 from embodied_pref.evaluation import cross_accuracy, evaluate_reward
 from embodied_pref.experiments.results import mean_std, save_results
@@ -89,6 +91,10 @@ class AlignPolicyConfig:
     """Steps per labelled clip."""
     clips_per_episode: int = 8
     """Clips cut at random starts from each labelled episode (1 with whole-episode clips)."""
+    episode_labels: int = 0
+    """Further labels on pairs of whole labelled episodes, asked in their own rounds after the
+    clip labels: they pin how much the preference costs against task progress, which labels on
+    clips of `clip_length` steps leave loose (0: clip labels only)."""
     reward_net: RewardNetConfig = XMAGICAL_REWARD_NET
     """The state reward the loop learns (s' only)."""
     pessimism: float = 0.0
@@ -128,32 +134,48 @@ def _policy_outcomes(task: str, episodes, reward_fn) -> dict[str, float]:
     return {**episode_outcomes(task, episodes), **rollout_returns(reward_fn, episodes)}
 
 
-def _labelled_dataset(task: str, seed: int, config: AlignPolicyConfig, directory: Path,
-                      training: RewardTrainingConfig) -> PreferenceDataset:
-    """The loop's first stage: mixed episodes and their clips (stored once, whole), then oracle
-    labels asked round by round (a rerun resumes at the round it was in)."""
-    if not directory.exists():
-        embodiment, env_kwargs = EMBODIMENT[task], ENV_KWARGS.get(task, {})
-        rng = np.random.default_rng([seed, 1])
-        n = config.preference_episodes
-        episodes = scripted_episodes(task, embodiment, list(rng.choice([0.3, 0.6, 0.9, 1.0], n)),
-                                     seed * 100_000 + 50_000, violations=list(rng.uniform(size=n) < 0.3),
-                                     env_kwargs=env_kwargs)
-        partial = directory.with_name(directory.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        with PreferenceDataset.create(partial, description=f"align-policy labels, {task}, seed {seed}") as dataset:
-            for episode in episodes:
-                dataset.add_trajectory(episode)
-            dataset.add_clips(cut_clips(episodes, config.clip_length, config.clips_per_episode, rng))
-        os.replace(partial, directory)
-    dataset = PreferenceDataset.open(directory)
+def _labelled_datasets(task: str, seed: int, config: AlignPolicyConfig, run: Path,
+                       training: RewardTrainingConfig) -> list[PreferenceDataset]:
+    """The loop's first stage: mixed episodes, stored whole with their clips in one dataset per
+    clip length (`clip_length`-step clips; whole episodes too with `episode_labels`), then
+    oracle labels asked round by round in each (a rerun resumes at the round it was in)."""
+    stages = [(run / "labels", config.labels, False)]
+    if config.episode_labels:
+        stages.append((run / "episode_labels", config.episode_labels, True))
+    datasets: list[PreferenceDataset] = []
     try:
-        ask_in_rounds(dataset, TeacherGatherer(dataset, dataset_teacher(dataset, "oracle", seed)), config.labels,
-                      config.labels_per_round, config.selection, config.reward_net, training, seed)
+        episodes = None
+        for directory, n_labels, whole_episodes in stages:
+            if not directory.exists():
+                if episodes is None:
+                    episodes, rng = _preference_episodes(task, seed, config)
+                clips = ([Clip(e.id, 0, e.length) for e in episodes] if whole_episodes
+                         else cut_clips(episodes, config.clip_length, config.clips_per_episode, rng))
+                partial = directory.with_name(directory.name + ".partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                with PreferenceDataset.create(partial, description=f"align-policy {directory.name}, {task}, seed {seed}") as dataset:
+                    for episode in episodes:
+                        dataset.add_trajectory(episode)
+                    dataset.add_clips(clips)
+                os.replace(partial, directory)
+            datasets.append(PreferenceDataset.open(directory))
+            ask_in_rounds(datasets[-1], TeacherGatherer(datasets[-1], dataset_teacher(datasets[-1], "oracle", seed)),
+                          n_labels, config.labels_per_round, config.selection, config.reward_net, training, seed)
     except BaseException:
-        dataset.close()
+        for dataset in datasets:
+            dataset.close()
         raise
-    return dataset
+    return datasets
+
+
+def _preference_episodes(task: str, seed: int, config: AlignPolicyConfig):
+    """(episodes of mixed quality, 30% of them told to violate; the generator that cuts their clips)."""
+    rng = np.random.default_rng([seed, 1])
+    n = config.preference_episodes
+    episodes = scripted_episodes(task, EMBODIMENT[task], list(rng.choice([0.3, 0.6, 0.9, 1.0], n)),
+                                 seed * 100_000 + 50_000, violations=list(rng.uniform(size=n) < 0.3),
+                                 env_kwargs=ENV_KWARGS.get(task, {}))
+    return episodes, rng
 
 
 def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]:
@@ -173,14 +195,15 @@ def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]
     bc_time = time.monotonic() - start
 
     training = RewardTrainingConfig(seed=seed, progress=False, max_epochs=200)
-    with _labelled_dataset(task, seed, config, run / "labels", training) as dataset:
-        ensemble, _ = fit_reward(dataset, config.reward_net, training)
-        pool = clip_pool(dataset)
+    with ExitStack() as stack:
+        datasets = [stack.enter_context(d) for d in _labelled_datasets(task, seed, config, run, training)]
+        ensemble, _ = fit_reward(datasets, config.reward_net, training)
+        pool = clip_pool(datasets[0])
         reward_fn = standardized_on_pool(ensemble.predict, pool)
         tuned_reward = reward_fn if config.pessimism == 0 else standardized_on_pool(
             PessimisticReward(ensemble, config.pessimism), pool)
-        pairs = labelled_pairs(dataset)
-        labels = len(dataset.labels())
+        pairs = [labelled_pairs(d) for d in datasets]
+        labels = sum(len(d.labels()) for d in datasets)
     held_out = scripted_episodes(task, embodiment, [0.3, 0.6, 0.9, 1.0] * 5, seed * 100_000 + 80_000,
                                  violations=[False, True] * 10, env_kwargs=env_kwargs)
     reward_eval = evaluate_reward(ensemble, stack_segments(list(_clips(held_out, config.clip_length))), seed=seed)

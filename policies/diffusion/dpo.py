@@ -66,18 +66,20 @@ def dpo_loss(policy: DiffusionPolicy, reference: DiffusionPolicy, winner: tuple[
     return -F.logsigmoid(-0.5 * beta * bracket).mean(), bracket.detach()
 
 
-def decisive_pairs(pairs: PreferencePairs) -> tuple[list[Trajectory], list[Trajectory]]:
-    """(winners, losers) as clip trajectories; ties are dropped."""
+def decisive_pairs(pairs: PreferencePairs | Sequence[PreferencePairs]) -> tuple[list[Trajectory], list[Trajectory]]:
+    """(winners, losers) as clip trajectories, from one set of pairs or several (e.g. of clips
+    and of whole episodes); ties are dropped."""
     def clip(batch: SegmentBatch, i: int) -> Trajectory:
         return Trajectory(observations=batch.observations[i], actions=batch.actions[i], rewards=None)
 
     winners, losers = [], []
-    for i, target in enumerate(pairs.targets):
-        if target == 0.5:
-            continue
-        w, l = (pairs.first, pairs.second) if target > 0.5 else (pairs.second, pairs.first)
-        winners.append(clip(w, i))
-        losers.append(clip(l, i))
+    for pair_set in [pairs] if isinstance(pairs, PreferencePairs) else pairs:
+        for i, target in enumerate(pair_set.targets):
+            if target == 0.5:
+                continue
+            w, l = (pair_set.first, pair_set.second) if target > 0.5 else (pair_set.second, pair_set.first)
+            winners.append(clip(w, i))
+            losers.append(clip(l, i))
     if not winners:
         raise ValueError("pairs: no decisive preference (every pair is a tie)")
     return winners, losers
@@ -85,7 +87,7 @@ def decisive_pairs(pairs: PreferencePairs) -> tuple[list[Trajectory], list[Traje
 
 def train_dpo(
     pretrained: DiffusionPolicy,
-    pairs: PreferencePairs,
+    pairs: PreferencePairs | Sequence[PreferencePairs],
     run_dir: Path,
     config: DPOConfig = DPOConfig(),
     demonstrations: Sequence[Trajectory] = (),

@@ -17,7 +17,7 @@ SMALL = TrainerConfig(batch_size=8, warmup_steps=1)
 def test_align_policy_reports_every_method_with_its_plots(tmp_path):
     config = AlignPolicyConfig(
         tasks=("xmagical-avoid",), seeds=(0,), demonstrations=4, labels=20, labels_per_round=10,
-        preference_episodes=6, clips_per_episode=3, policy=StatePolicyConfig(unet="tiny", n_action_steps=2, noise_scale=0.0),
+        preference_episodes=6, clips_per_episode=3, episode_labels=10, policy=StatePolicyConfig(unet="tiny", n_action_steps=2, noise_scale=0.0),
         bc=BCConfig(steps=4, eval_every=2, progress=False, trainer=SMALL),
         rwr=RWRConfig(rounds=2, episodes_per_round=2, updates_per_round=2, trainer=SMALL, progress=False),
         dpo=DPOConfig(steps=2, trainer=SMALL, progress=False),
@@ -28,11 +28,13 @@ def test_align_policy_reports_every_method_with_its_plots(tmp_path):
     assert [r["method"] for r in rows] == ["pretrained", "rwr", "dpo", "dppo"] == [r["method"] for r in result["rows"]]
     for row in rows:
         assert 0 <= row["success"] <= 1 and 0 <= row["violation_rate"] <= 1
-        assert row["labels"] == (0 if row["method"] == "pretrained" else 20)
+        assert row["labels"] == (0 if row["method"] == "pretrained" else 20 + 10)
         assert 0 <= row["reward_expert_accuracy"] <= 1  # nan unless some experts keep out of the zone and some enter it
     assert [len(r["curve"]) for r in rows if r["method"] in ("rwr", "dppo")] == [2, 2]
     with PreferenceDataset.open(tmp_path / "xmagical-avoid" / "seed0" / "labels") as labels:
-        assert len(labels.clips()) == 6 * 3
+        assert len(labels.clips()) == 6 * 3 and len(labels.labels()) == 20
+    with PreferenceDataset.open(tmp_path / "xmagical-avoid" / "seed0" / "episode_labels") as labels:
+        assert {(c.start, c.length) for c in labels.clips()} == {(0, 100)} and len(labels.labels()) == 10
     assert (tmp_path / "align_policy.png").stat().st_size > 0
     assert (tmp_path / "learned_vs_true_return.png").stat().st_size > 0
     table = (tmp_path / "table.md").read_text()

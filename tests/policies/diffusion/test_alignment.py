@@ -68,10 +68,10 @@ def test_a_dpo_step_moves_the_policy_toward_the_winner():
     assert (bracket < 0).float().mean() > 0.5
 
 
-def clip_pairs(n: int, seed: int) -> PreferencePairs:
+def clip_pairs(n: int, seed: int, length: int = 12) -> PreferencePairs:
     rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(2, n, 13, 3)).astype(np.float32)
-    actions = rng.uniform(-1, 1, (2, n, 12, 2)).astype(np.float32)
+    obs = rng.normal(size=(2, n, length + 1, 3)).astype(np.float32)
+    actions = rng.uniform(-1, 1, (2, n, length, 2)).astype(np.float32)
     targets = np.array([1.0, 0.0, 0.5] * (n // 3) + [1.0] * (n % 3), np.float32)
     return PreferencePairs(SegmentBatch(obs[0], actions[0]), SegmentBatch(obs[1], actions[1]), targets)
 
@@ -83,6 +83,15 @@ def test_decisive_pairs_orient_winners_and_drop_ties():
     np.testing.assert_array_equal(winners[0].actions, pairs.first.actions[0])
     np.testing.assert_array_equal(winners[1].actions, pairs.second.actions[1])
     np.testing.assert_array_equal(losers[1].actions, pairs.first.actions[1])
+
+
+def test_decisive_pairs_of_several_sets_keep_each_sets_clips():
+    clips, episodes = clip_pairs(6, 0), clip_pairs(2, 1, length=40)
+    winners, losers = decisive_pairs([clips, episodes])
+    assert len(winners) == len(losers) == 4 + 2
+    assert [len(w.actions) for w in winners] == [12] * 4 + [40] * 2
+    np.testing.assert_array_equal(winners[4].actions, episodes.first.actions[0])
+    np.testing.assert_array_equal(losers[5].actions, episodes.second.actions[1])
 
 
 def implicit_accuracy(tuned: DiffusionPolicy, reference: DiffusionPolicy, pairs: PreferencePairs, draws: int = 64) -> float:
