@@ -28,6 +28,7 @@ import torch
 from embodied_pref.data import Clip
 from embodied_pref.distributed import distributed_context
 from embodied_pref.evaluation import cross_accuracy, evaluate_reward
+from embodied_pref.experiments.presets import with_preset
 from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.experiments.tasks import episode_outcomes, scripted_episodes, task_spec
@@ -65,9 +66,11 @@ class AlignPolicyConfig:
     """Alignment seeds (labels, reward, fine-tuning, evaluation episodes); the pretrained
     policy is trained once per task with --bc.seed and aligned by every seed."""
     methods: tuple[str, ...] = METHODS
-    """pretrained (BC only), rwr, dpo, dppo."""
+    """pretrained (BC only), rwr, dpo, dppo; none (`--methods` alone) learns and scores the
+    reward only, without BC."""
     quick: bool = False
-    """CPU preset: tiny UNet, fewer demonstrations, steps and episodes (about 40 minutes on 2 cores)."""
+    """CPU preset: tiny UNet, fewer demonstrations, steps and episodes (about 40 minutes on 2 cores).
+    It fills the fields left at their defaults: a flag given beside it wins."""
     demonstrations: int = 200
     """Expert demonstrations for BC; `violating_share` of them go against the preference."""
     violating_share: float = 0.5
@@ -97,6 +100,10 @@ class AlignPolicyConfig:
     clips of `clip_length` steps leave loose (0: clip labels only)."""
     reward_net: RewardNetConfig = XMAGICAL_REWARD_NET
     """The state reward the loop learns (s' only)."""
+    reward_training: RewardTrainingConfig = field(
+        default_factory=lambda: RewardTrainingConfig(max_epochs=200, progress=False))
+    """Fitting the reward ensemble, in every round and at the end (each seed seeds its own);
+    `validation_fraction` 0 trains on every label until the training loss stops falling."""
     pessimism: float = 0.0
     """k of the pessimistic reward (ensemble mean − k·std) given to RWR and DPPO."""
     rwr: RWRConfig = field(default_factory=lambda: RWRConfig(rounds=8, episodes_per_round=32, progress=False))
@@ -115,19 +122,18 @@ class AlignPolicyConfig:
     """Directory for results.json, table.md and the plots."""
 
     def resolved(self) -> "AlignPolicyConfig":
-        """With --quick, the CPU preset."""
+        """With --quick, the CPU preset; flags given beside --quick win over it."""
         if not self.quick:
             return self
-        trainer = TrainerConfig(learning_rate=1e-3, warmup_steps=100, batch_size=128, device=self.device)
-        return replace(
-            self, quick=False, demonstrations=100, policy=replace(self.policy, unet="tiny"), labels=300, eval_episodes=20,
-            bc=replace(self.bc, steps=8_000, eval_every=2_000, trainer=trainer),
-            rwr=replace(self.rwr, rounds=3, episodes_per_round=16, updates_per_round=100,
-                        trainer=replace(self.rwr.trainer, device=self.device)),
-            dpo=replace(self.dpo, steps=300, trainer=replace(self.dpo.trainer, device=self.device)),
-            dppo=replace(self.dppo, iterations=3, episodes_per_iteration=16,
-                         trainer=replace(self.dppo.trainer, device=self.device)),
-        )
+        device = {"trainer": {"device": self.device}}
+        return with_preset(replace(self, quick=False), {
+            "demonstrations": 100, "policy": {"unet": "tiny"}, "labels": 300, "eval_episodes": 20,
+            "bc": {"steps": 8_000, "eval_every": 2_000,
+                   "trainer": {"learning_rate": 1e-3, "warmup_steps": 100, "batch_size": 128, "device": self.device}},
+            "rwr": {"rounds": 3, "episodes_per_round": 16, "updates_per_round": 100, **device},
+            "dpo": {"steps": 300, **device},
+            "dppo": {"iterations": 3, "episodes_per_iteration": 16, **device},
+        })
 
 
 def _policy_outcomes(task: str, episodes, reward_fn) -> dict[str, float]:
@@ -190,11 +196,12 @@ def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]
         return gymnasium.make(env_id, **env_kwargs)
 
     start = time.monotonic()
-    demos = _demonstrations(task, config)
-    pretrained = _pretrained(task, config, demos)
+    if config.methods:
+        demos = _demonstrations(task, config)
+        pretrained = _pretrained(task, config, demos)
     bc_time = time.monotonic() - start
 
-    training = RewardTrainingConfig(seed=seed, progress=False, max_epochs=200)
+    training = replace(config.reward_training, seed=seed)
     with ExitStack() as stack:
         datasets = [stack.enter_context(d) for d in _labelled_datasets(task, seed, config, run, training)]
         ensemble, _ = fit_reward(datasets, config.reward_net, training)
@@ -209,15 +216,17 @@ def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]
     reward_eval = evaluate_reward(ensemble, stack_segments(list(_clips(held_out, config.clip_length))), seed=seed)
     expert_accuracy = _expert_accuracy(ensemble, task, seed, config)
 
-    eval_seeds = [seed * 100_000 + 90_000 + i for i in range(config.eval_episodes)]
     rows = []
+    reward_metrics = {"reward_accuracy": reward_eval.accuracy, "reward_spearman": reward_eval.spearman,
+                      "reward_expert_accuracy": expert_accuracy}
+    if not config.methods:
+        rows.append({"task": task, "seed": seed, "method": "reward", "labels": labels, **reward_metrics})
+    eval_seeds = [seed * 100_000 + 90_000 + i for i in range(config.eval_episodes)]
 
     def evaluate(method: str, policy, seconds: float, used: int, curve: list[dict] | None = None) -> None:
         episodes = run_episodes(make_env, eval_seeds, policy.config, acting_sampler(policy, seed))
         rows.append({"task": task, "seed": seed, "method": method, "labels": used, "wall_s": seconds,
-                     "reward_accuracy": reward_eval.accuracy, "reward_spearman": reward_eval.spearman,
-                     "reward_expert_accuracy": expert_accuracy,
-                     **_policy_outcomes(task, episodes, reward_fn), "curve": curve or []})
+                     **reward_metrics, **_policy_outcomes(task, episodes, reward_fn), "curve": curve or []})
 
     if "pretrained" in config.methods:
         evaluate("pretrained", pretrained, bc_time, 0)
@@ -307,7 +316,7 @@ def run_align_policy(config: AlignPolicyConfig) -> dict:
     if not distributed_context(config.device).is_main:
         return {}
     table = ["| task | method | success | violation rate | GT return | labels | wall s | seeds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|"] if config.methods else []
     for task in config.tasks:
         for method in config.methods:
             got = [r for r in rows if r["task"] == task and r["method"] == method]
@@ -315,7 +324,8 @@ def run_align_policy(config: AlignPolicyConfig) -> dict:
                          f"{mean_std([r['violation_rate'] for r in got])} | {mean_std([r['gt_return'] for r in got])} | "
                          f"{got[0]['labels']} | {np.mean([r['wall_s'] for r in got]):.0f} | {len(got)} |")
     def reward_metric(task: str, key: str) -> str:
-        return mean_std([r[key] for r in rows if r["task"] == task and r["method"] == config.methods[0]])
+        per_seed = {r["seed"]: r[key] for r in rows if r["task"] == task}  # every method of a seed has the same
+        return f"{mean_std(list(per_seed.values()))} ({' / '.join(f'{v:.3f}' for v in per_seed.values())})"
 
     reward_lines = [f"Reward learned by the loop on {task}: held-out accuracy {reward_metric(task, 'reward_accuracy')}, "
                     f"Spearman {reward_metric(task, 'reward_spearman')}, on expert episodes that keep vs break "
@@ -323,8 +333,9 @@ def run_align_policy(config: AlignPolicyConfig) -> dict:
                     for task in config.tasks]
     table += ["", *reward_lines, "", f"Wall time: {time.monotonic() - start:.0f} s"]
     config.out.mkdir(parents=True, exist_ok=True)
-    plot_alignment(rows, config, config.out / "align_policy.png")
-    plot_overoptimization(rows, config, config.out / "learned_vs_true_return.png")
+    if config.methods:
+        plot_alignment(rows, config, config.out / "align_policy.png")
+        plot_overoptimization(rows, config, config.out / "learned_vs_true_return.png")
     return save_results(config.out, config, rows, table)
 
 

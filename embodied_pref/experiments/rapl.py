@@ -39,6 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from embodied_pref.data import Trajectory
+from embodied_pref.experiments.presets import with_preset
 from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.tasks import task_spec
 from embodied_pref.metrics import spearman
@@ -133,7 +134,8 @@ class RaplExperimentConfig:
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
     quick: bool = False
-    """Use the CPU preset QUICK (≤ 30 minutes), overriding the fields it sets."""
+    """Use the CPU preset QUICK (≤ 30 minutes) for the fields it sets that are left at their
+    defaults: a flag given beside it wins."""
     checkpoint_every: int = 1
     """Epochs between the checkpoints of TCC, RAPL and RLHF runs (the last epoch is always written)."""
     cache_videos: bool = True
@@ -157,8 +159,8 @@ class RaplExperimentConfig:
             raise ValueError(f"field 'ppo_budget': expected one of budgets {self.budgets}, found {self.ppo_budget}")
 
     def resolved(self) -> RaplExperimentConfig:
-        """This config, with the QUICK preset applied when `quick`."""
-        return dataclasses.replace(self, **QUICK, quick=False) if self.quick else self
+        """This config, with the QUICK preset applied when `quick` under the flags given beside it."""
+        return with_preset(dataclasses.replace(self, quick=False), QUICK) if self.quick else self
 
 
 QUICK: dict[str, Any] = dict(

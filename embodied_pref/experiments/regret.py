@@ -17,7 +17,6 @@ budgets) takes about a quarter of an hour on one core; `quick` well under a minu
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import scipy.stats
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from embodied_pref.experiments.presets import with_preset
 from embodied_pref.experiments.results import save_results
 from embodied_pref.plots import plot_curves
 from embodied_pref.tabular_learners import (
@@ -84,8 +84,8 @@ class RegretExperimentConfig:
     regret_restarts: int = 3
     """Random restarts of the regret learner's optimizer, besides the one from 0."""
     quick: bool = False
-    """Preset for a smoke run of under a minute; overrides n_mdps (at most 8), budgets (300, 3000)
-    and seeds (the first only)."""
+    """Preset for a smoke run of under a minute: n_mdps 8, budgets (300, 3000), seeds (0,), for
+    those left at their defaults (a flag given beside it wins)."""
     data_dir: Path | None = None
     """Directory of the shared MDPs; default: shared/data/delivery_mdps beside the repository."""
     out: Path = Path("runs/experiments/regret")
@@ -110,10 +110,11 @@ class RegretExperimentConfig:
                              f"{self.regret_restarts}")
 
     def resolved(self) -> RegretExperimentConfig:
-        """The settings actually run: the quick preset applied when `quick` is set."""
+        """The settings actually run: the quick preset applied when `quick` is set, under the
+        flags given beside it."""
         if not self.quick:
             return self
-        return dataclasses.replace(self, n_mdps=min(self.n_mdps, 8), budgets=(300, 3000), seeds=self.seeds[:1])
+        return with_preset(self, {"n_mdps": 8, "budgets": (300, 3000), "seeds": (0,)})
 
 
 def policy_set(mdp: DeliveryMDP, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -2,7 +2,11 @@ import json
 
 import pytest
 
+from embodied_pref.experiments import align_policy
 from embodied_pref.experiments.align_policy import AlignPolicyConfig, run_align_policy
+from embodied_pref.loop import fit_reward
+from embodied_pref.reward_nets import RewardNetConfig
+from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.store import PreferenceDataset
 from policies.diffusion.bc import BCConfig, StatePolicyConfig
 from policies.diffusion.dpo import DPOConfig
@@ -49,3 +53,26 @@ def test_align_policy_names_what_it_cannot_run(tmp_path):
         run_align_policy(AlignPolicyConfig(methods=("ppo",), out=tmp_path))
     with pytest.raises(ValueError, match="selection"):
         run_align_policy(AlignPolicyConfig(selection="loudest", out=tmp_path))
+
+
+def test_align_policy_without_methods_learns_and_scores_the_reward_only(tmp_path, monkeypatch):
+    fits = []
+
+    def recording_fit(datasets, reward_net, training):
+        fits.append((reward_net.hidden_sizes, training.validation_fraction, training.seed))
+        return fit_reward(datasets, reward_net, training)
+
+    monkeypatch.setattr(align_policy, "fit_reward", recording_fit)
+    config = AlignPolicyConfig(
+        tasks=("xmagical-avoid",), seeds=(0, 1), methods=(), labels=20, labels_per_round=10,
+        preference_episodes=6, clips_per_episode=3, expert_episodes=6, workers=1, out=tmp_path,
+        reward_net=RewardNetConfig(hidden_sizes=(32, 32, 32), use_state=False, use_action=False, use_next_state=True),
+        reward_training=RewardTrainingConfig(validation_fraction=0.0, max_epochs=5, progress=False))
+    rows = run_align_policy(config)["rows"]
+    assert [(r["seed"], r["method"], r["labels"]) for r in rows] == [(0, "reward", 20), (1, "reward", 20)]
+    assert all(0 <= r["reward_accuracy"] <= 1 for r in rows)
+    assert not (tmp_path / "xmagical-avoid" / "bc").exists() and not (tmp_path / "align_policy.png").exists()
+    table = (tmp_path / "table.md").read_text()
+    assert "| task | method |" not in table
+    assert set(fits) == {((32, 32, 32), 0.0, 0), ((32, 32, 32), 0.0, 1)}  # the configured fit, seeded per seed
+    assert f"({rows[0]['reward_accuracy']:.3f} / {rows[1]['reward_accuracy']:.3f})" in table
