@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from embodied_pref.metrics import preference_accuracy
 from embodied_pref.preference import PartialReturnModel
 from embodied_pref.reward_nets import RewardEnsemble
 from embodied_pref.segments import PreferencePairs, SegmentBatch
@@ -233,7 +234,4 @@ def _validation(ensemble: RewardEnsemble, vals: Sequence[PreferencePairs], model
     k, n = len(ensemble.members), sum(len(v) for v in vals)
     loss = sum(_pairs_loss(ensemble, v, model).item() * len(v) for v in vals) / (n * k)
     prob = np.concatenate([preference_probabilities(ensemble, v.first, v.second, model).mean(0) for v in vals])
-    targets = np.concatenate([v.targets for v in vals])
-    decisive = targets != 0.5
-    accuracy = float(((prob > 0.5) == (targets > 0.5))[decisive].mean()) if decisive.any() else float("nan")
-    return loss, accuracy
+    return loss, preference_accuracy(prob, np.concatenate([v.targets for v in vals])).accuracy
