@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from embodied_pref.metrics import preference_accuracy
 from embodied_pref.preference import PartialReturnModel
 from embodied_pref.reward_nets import RewardEnsemble
-from embodied_pref.segments import PreferencePairs, SegmentBatch
+from embodied_pref.segments import PreferencePairs, SegmentBatch, pair_sets
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def train_reward(
     `pairs` may be several sets, one per clip length (e.g. 50-step clips and whole episodes):
     each set is split, resampled and batched on its own, and an epoch passes over every set.
     """
-    sets = [pairs] if isinstance(pairs, PreferencePairs) else list(pairs)
+    sets = pair_sets(pairs)
     if sum(len(s) for s in sets) < 2:
         raise ValueError(f"pairs: need at least 2 labelled pairs to train, found {sum(len(s) for s in sets)}")
     rng = np.random.default_rng(config.seed)

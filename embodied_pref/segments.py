@@ -134,6 +134,11 @@ class PreferencePairs:
                                None if self.groups is None else self.groups[index])
 
 
+def pair_sets(pairs: PreferencePairs | Sequence[PreferencePairs]) -> list[PreferencePairs]:
+    """One set of pairs, or several (e.g. of clips and of whole episodes), as a list of sets."""
+    return [pairs] if isinstance(pairs, PreferencePairs) else list(pairs)
+
+
 def clip_batch(dataset: PreferenceDataset, clip_ids: Sequence[str]) -> SegmentBatch:
     """The clips' contents, stacked in the given order."""
     return stack_segments([dataset.segment(clip_id) for clip_id in clip_ids])

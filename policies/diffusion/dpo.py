@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from embodied_pref.data import Trajectory
-from embodied_pref.segments import PreferencePairs, SegmentBatch
+from embodied_pref.segments import PreferencePairs, SegmentBatch, pair_sets
 from policies.diffusion.policy import DiffusionPolicy
 from policies.diffusion.training import PolicyTrainer, TrainerConfig
 from policies.diffusion.windows import ChunkWindows
@@ -73,7 +73,7 @@ def decisive_pairs(pairs: PreferencePairs | Sequence[PreferencePairs]) -> tuple[
         return Trajectory(observations=batch.observations[i], actions=batch.actions[i], rewards=None)
 
     winners, losers = [], []
-    for pair_set in [pairs] if isinstance(pairs, PreferencePairs) else pairs:
+    for pair_set in pair_sets(pairs):
         for i, target in enumerate(pair_set.targets):
             if target == 0.5:
                 continue

@@ -2,8 +2,10 @@ import json
 
 import pytest
 
+from embodied_pref.evaluation import evaluate_reward
 from embodied_pref.experiments import align_policy
 from embodied_pref.experiments.align_policy import AlignPolicyConfig, run_align_policy
+from embodied_pref.experiments.tasks import scripted_episodes
 from embodied_pref.loop import fit_reward
 from embodied_pref.reward_nets import RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
@@ -26,7 +28,7 @@ def test_align_policy_reports_every_method_with_its_plots(tmp_path):
         rwr=RWRConfig(rounds=2, episodes_per_round=2, updates_per_round=2, trainer=SMALL, progress=False),
         dpo=DPOConfig(steps=2, trainer=SMALL, progress=False),
         dppo=DPPOConfig(iterations=2, episodes_per_iteration=2, epochs=1, trainer=SMALL, progress=False),
-        eval_episodes=2, expert_episodes=6, workers=1, out=tmp_path)
+        eval_episodes=2, expert_episodes=6, held_out_episodes=8, workers=1, out=tmp_path)
     result = run_align_policy(config)
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["pretrained", "rwr", "dpo", "dppo"] == [r["method"] for r in result["rows"]]
@@ -53,6 +55,8 @@ def test_align_policy_names_what_it_cannot_run(tmp_path):
         run_align_policy(AlignPolicyConfig(methods=("ppo",), out=tmp_path))
     with pytest.raises(ValueError, match="selection"):
         run_align_policy(AlignPolicyConfig(selection="loudest", out=tmp_path))
+    with pytest.raises(ValueError, match="held_out_episodes"):
+        run_align_policy(AlignPolicyConfig(held_out_episodes=1, out=tmp_path))
 
 
 def test_align_policy_without_methods_learns_and_scores_the_reward_only(tmp_path, monkeypatch):
@@ -62,10 +66,23 @@ def test_align_policy_without_methods_learns_and_scores_the_reward_only(tmp_path
         fits.append((reward_net.hidden_sizes, training.validation_fraction, training.seed))
         return fit_reward(datasets, reward_net, training)
 
+    scored, held_out = [], []
+
+    def recording_evaluate(ensemble, clips, **kwargs):
+        scored.append(len(clips))
+        return evaluate_reward(ensemble, clips, **kwargs)
+
+    def recording_episodes(task, embodiment, qualities, first_seed, **kwargs):
+        if first_seed % 100_000 == 80_000:
+            held_out.append(set(zip(qualities, kwargs["violations"])))
+        return scripted_episodes(task, embodiment, qualities, first_seed, **kwargs)
+
     monkeypatch.setattr(align_policy, "fit_reward", recording_fit)
+    monkeypatch.setattr(align_policy, "evaluate_reward", recording_evaluate)
+    monkeypatch.setattr(align_policy, "scripted_episodes", recording_episodes)
     config = AlignPolicyConfig(
         tasks=("xmagical-avoid",), seeds=(0, 1), methods=(), labels=20, labels_per_round=10,
-        preference_episodes=6, clips_per_episode=3, expert_episodes=6, workers=1, out=tmp_path,
+        preference_episodes=6, clips_per_episode=3, expert_episodes=6, held_out_episodes=8, workers=1, out=tmp_path,
         reward_net=RewardNetConfig(hidden_sizes=(32, 32, 32), use_state=False, use_action=False, use_next_state=True),
         reward_training=RewardTrainingConfig(validation_fraction=0.0, max_epochs=5, progress=False))
     rows = run_align_policy(config)["rows"]
@@ -75,4 +92,7 @@ def test_align_policy_without_methods_learns_and_scores_the_reward_only(tmp_path
     table = (tmp_path / "table.md").read_text()
     assert "| task | method |" not in table
     assert set(fits) == {((32, 32, 32), 0.0, 0), ((32, 32, 32), 0.0, 1)}  # the configured fit, seeded per seed
+    assert scored == [8 * 4, 8 * 4]  # four clips of each held-out episode, per seed
+    every_kind = {(q, v) for q in (0.3, 0.6, 0.9, 1.0) for v in (False, True)}
+    assert held_out == [every_kind, every_kind]  # each quality keeps and breaks the preference
     assert f"({rows[0]['reward_accuracy']:.3f} / {rows[1]['reward_accuracy']:.3f})" in table
