@@ -54,6 +54,8 @@ EMBODIMENT = {"xmagical-avoid": "Gripper", "xmagical-group": "Gripper", "franka-
 # X-MAGICAL's "jitter" layout moves every block per seed and keeps the avoid zone on the
 # middle block's path; Franka draws block and goal positions per seed anyway.
 ENV_KWARGS = {"xmagical-avoid": {"layout": "jitter"}, "xmagical-group": {"layout": "jitter"}}
+# Scripted qualities of the labelled and the held-out episodes (1.0: the expert).
+EPISODE_QUALITIES = (0.3, 0.6, 0.9, 1.0)
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ def _preference_episodes(task: str, seed: int, config: AlignPolicyConfig):
     """(episodes of mixed quality, 30% of them told to violate; the generator that cuts their clips)."""
     rng = np.random.default_rng([seed, 1])
     n = config.preference_episodes
-    episodes = scripted_episodes(task, EMBODIMENT[task], list(rng.choice([0.3, 0.6, 0.9, 1.0], n)),
+    episodes = scripted_episodes(task, EMBODIMENT[task], list(rng.choice(EPISODE_QUALITIES, n)),
                                  seed * 100_000 + 50_000, violations=list(rng.uniform(size=n) < 0.3),
                                  env_kwargs=ENV_KWARGS.get(task, {}))
     return episodes, rng
@@ -215,10 +217,10 @@ def run_task_seed(task: str, seed: int, config: AlignPolicyConfig) -> list[dict]
             PessimisticReward(ensemble, config.pessimism), pool)
         pairs = [labelled_pairs(d) for d in datasets]
         labels = sum(len(d.labels()) for d in datasets)
-    n_held_out = config.held_out_episodes
-    held_out = scripted_episodes(task, embodiment, [(0.3, 0.6, 0.9, 1.0)[i % 4] for i in range(n_held_out)],
-                                 seed * 100_000 + 80_000, violations=[i // 4 % 2 == 1 for i in range(n_held_out)],
-                                 env_kwargs=env_kwargs)
+    kinds = len(EPISODE_QUALITIES)  # every quality in turn, the whole cycle keeping then breaking
+    held_out = scripted_episodes(task, embodiment, [EPISODE_QUALITIES[i % kinds] for i in range(config.held_out_episodes)],
+                                 seed * 100_000 + 80_000, env_kwargs=env_kwargs,
+                                 violations=[i // kinds % 2 == 1 for i in range(config.held_out_episodes)])
     reward_eval = evaluate_reward(ensemble, stack_segments(list(_clips(held_out, config.clip_length))), seed=seed)
     expert_accuracy = _expert_accuracy(ensemble, task, seed, config)
 
