@@ -173,7 +173,9 @@ def train_rapl(
     out; the report (printed, last line JSON) gives the triplets used and held out, how many
     rank neutral = negative, and the held-out triplet accuracy before and after training. The
     backbone is frozen (random init by default: pass --encoder.pretrained or
-    --encoder.encoder-weights for better features) and only the projection is trained, so
+    --encoder.encoder-weights for better features; `--encoder.backbone efficientnet_lite0
+    --encoder.pretrained --encoder.pretrained-source package --encoder.imagenet-normalize`
+    starts from ImageNet weights offline) and only the projection is trained, so
     the defaults run on a CPU: the backbone sees each kept frame once (~10 ms a 64-px frame
     on one core), then the projection trains in seconds. Reuse the saved encoder with
     `--encoder.encoder-weights OUT` (same backbone, pool grid and embedding dim).

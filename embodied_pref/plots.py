@@ -30,7 +30,8 @@ def plot_curves(
             std = np.array([np.std(v) for v in values])
             ax.plot(x, mean, marker="o", label=name)
             ax.fill_between(x, mean - std, mean + std, alpha=0.2)
-        ax.set_xscale("log", base=2)
+        if len(x) > 1:  # matplotlib cannot place a log axis around a single point
+            ax.set_xscale("log", base=2)
         ax.set_xticks(list(x), [str(v) for v in x])
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)

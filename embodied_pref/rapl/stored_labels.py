@@ -33,7 +33,8 @@ class StoredRankingsConfig:
     """Videos, encoder, split and optimization of alignment training on stored rankings."""
 
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(image_size=64, freeze_backbone=True, pool_grid=2))
-    """Backbone (frozen; random init unless --encoder.pretrained or --encoder.encoder-weights),
+    """Backbone (frozen; random init unless --encoder.pretrained, with
+    --encoder.pretrained-source package for EfficientNet-Lite0 offline, or --encoder.encoder-weights),
     projection width and frame size. The 2×2 pooling grid keeps where things are in the frame."""
     stride: int = 2
     """Keep every stride-th frame of a clip (a 50-step clip: 26 frames)."""

@@ -36,6 +36,9 @@ class OptimConfig:
     """AdamW step size."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    backbone_lr_scale: float = 1.0
+    """Step size of parameters under a module named `backbone` (a pretrained encoder's),
+    relative to `learning_rate`: fine-tuning moves them less than a fresh head."""
     grad_clip: float = 10.0
     """Max gradient norm (0: no clipping)."""
     seed: int = 0
@@ -59,6 +62,8 @@ class OptimConfig:
                 raise ValueError(f"field '{name}': expected an int >= 1, found {getattr(self, name)!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"field 'learning_rate': expected a positive float, found {self.learning_rate!r}")
+        if not self.backbone_lr_scale > 0:
+            raise ValueError(f"field 'backbone_lr_scale': expected a positive float, found {self.backbone_lr_scale!r}")
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
@@ -94,10 +99,15 @@ def fit(model: nn.Module, batch_loss: BatchLoss, n_items: int, config: OptimConf
     wrapped: nn.Module = model
     if ctx.world_size > 1:
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise ValueError("model: no trainable parameters (is everything frozen?)")
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    params = [p for _, p in named]
+    in_backbone = [p for name, p in named if "backbone" in name.split(".")]
+    rest = [p for name, p in named if "backbone" not in name.split(".")]
+    groups = [{"params": group, "lr": config.learning_rate * scale}
+              for group, scale in ((rest, 1.0), (in_backbone, config.backbone_lr_scale)) if group]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     history: list[dict] = []
     start = 0
     ckpt = None if config.checkpoint_dir is None else Path(config.checkpoint_dir) / "last.pt"

@@ -36,9 +36,13 @@ def test_config_validation_and_quick_preset():
         RaplExperimentConfig(ppo_methods=("magic",))
     with pytest.raises(ValueError, match="ppo_budget"):
         RaplExperimentConfig(budgets=(25,), ppo_budget=150)
+    with pytest.raises(ValueError, match="ablations"):
+        RaplExperimentConfig(ablations=("imagenet-magic",))
     quick = RaplExperimentConfig(quick=True).resolved()
-    assert not quick.quick and quick.fine_tune is False and quick.start_from_tcc
-    assert quick.encoder.pretrained is False and quick.stride == QUICK["stride"]
+    assert not quick.quick and quick.fine_tune is False and not quick.start_from_tcc
+    assert quick.encoder.pretrained and quick.encoder.pretrained_source == "package" and quick.encoder.freeze_backbone
+    assert quick.ablation_tail == 2 and set(quick.ablations) == set(rapl.ABLATIONS)
+    assert quick.stride == QUICK["stride"]
 
 
 def test_episode_videos_are_cached_by_config(tmp_path, monkeypatch):
@@ -63,3 +67,35 @@ def test_episode_videos_are_cached_by_config(tmp_path, monkeypatch):
 def test_quick_ppo_is_a_short_run():
     quick = RaplExperimentConfig(quick=True).resolved()
     assert 0 < quick.ppo_steps < SHORT_PPO_STEPS
+
+
+def test_experiment_fine_tunes_the_tail_and_reports_every_ablation_arm(tmp_path):
+    from embodied_pref.rapl import package_weights
+    from embodied_pref.rapl.tcc import TCCConfig
+    from embodied_pref.rapl.training import OptimConfig
+
+    config = RaplExperimentConfig(
+        quick=True, tasks=("xmagical-avoid",), cross_embodiments=("Shortstick",), train_episodes=9, test_episodes=4,
+        demonstrations=2, references=1, budgets=(6,), seeds=(0, 1), ablation_budget=6, alignment_steps=4, rlhf_steps=4,
+        tcc=TCCConfig(frames_per_video=4, optim=OptimConfig(epochs=1, batch_size=2)), ppo_steps=0, test_triplets=10,
+        out=tmp_path, images=None, threads=1)
+    result = rapl.run_rapl_experiment(config)
+
+    arms = list(rapl.ABLATIONS)
+    assert len(result["ablation"]) == len(arms) * 2 * 2 * 2  # arms × methods × embodiments × seeds
+    main = {(r["method"], r["embodiment"], r["seed"]): r["spearman"] for r in result["rows"] if r["method"] in rapl.LEARNED}
+    frozen = {(r["method"], r["embodiment"], r["seed"]): r["spearman"] for r in result["ablation"] if r["arm"] == "imagenet-frozen"}
+    assert frozen == main  # the quick encoder is that arm: its rows are reused, not retrained
+    table = (tmp_path / "table.md").read_text()
+    assert all(f"| {arm} | rapl |" in table for arm in arms)
+
+    imagenet = package_weights.efficientnet_lite0_state_dict()
+
+    def weights(arm: str) -> dict:
+        return torch.load(tmp_path / f"checkpoints/xmagical-avoid/{arm}/seed0_n6/rapl/last.pt", weights_only=False)["model"]
+
+    tail, main_model = weights("imagenet-tail"), weights("main")  # the quick preset fine-tunes conv_head and bn2
+    assert not torch.equal(tail["encoder.backbone.conv_head.weight"], imagenet["conv_head.weight"])
+    assert torch.equal(tail["encoder.backbone.blocks.6.0.conv_pw.weight"], imagenet["blocks.6.0.conv_pw.weight"])
+    assert torch.equal(tail["encoder.backbone.bn2.running_mean"], imagenet["bn2.running_mean"])
+    assert torch.equal(main_model["encoder.backbone.conv_head.weight"], imagenet["conv_head.weight"])

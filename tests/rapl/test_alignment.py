@@ -139,3 +139,34 @@ def test_checkpoint_every_writes_the_last_epoch(tmp_path, monkeypatch):
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 5
     with pytest.raises(ValueError, match="checkpoint_every"):
         OptimConfig(checkpoint_every=0)
+
+
+def test_backbone_parameters_step_at_their_own_scale():
+    from embodied_pref.rapl.training import fit
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone, self.head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.backbone(x))
+
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+
+    def batch_loss(net, indices):
+        return net(x[indices]).pow(2).mean(), {}
+
+    moves = {}
+    for scale in (1.0, 0.01):
+        torch.manual_seed(0)
+        net = Net()
+        before = {n: p.detach().clone() for n, p in net.named_parameters()}
+        fit(net, batch_loss, 32, OptimConfig(epochs=1, batch_size=32, learning_rate=1e-2, device="cpu", backbone_lr_scale=scale))
+        moves[scale] = {n: float((p.detach() - before[n]).abs().max()) for n, p in net.named_parameters()}
+    # Adam's first step moves every weight by about its step size.
+    assert moves[1.0]["backbone.weight"] == pytest.approx(1e-2, rel=0.05)
+    assert moves[0.01]["backbone.weight"] == pytest.approx(1e-4, rel=0.05)
+    assert moves[0.01]["head.weight"] == pytest.approx(moves[1.0]["head.weight"])
+    with pytest.raises(ValueError, match="backbone_lr_scale"):
+        OptimConfig(backbone_lr_scale=0)

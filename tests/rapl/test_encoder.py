@@ -67,3 +67,28 @@ def test_pool_grid_keeps_cells_and_loads_global_pool_weights(tmp_path):
     torch.testing.assert_close(pooled, source.features(frames), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="pool_grid"):
         EncoderConfig(pool_grid=0)
+
+
+@pytest.mark.parametrize("backbone, tail", [("resnet10t", 1), ("efficientnet_lite0", 3)])
+def test_trainable_tail_on_cached_trunk_maps_matches_the_whole_encoder(backbone, tail):
+    torch.manual_seed(0)
+    config = EncoderConfig(backbone=backbone, image_size=64, pool_grid=2, freeze_backbone=True, trainable_tail=tail)
+    encoder = FrameEncoder(config).train()
+    frames = _frames()
+    maps = encoder.trunk_maps(frames)
+    assert maps.shape[:2] == (2, 3) and maps.dim() == 5
+    torch.testing.assert_close(encoder.pool_trunk_maps(maps), encoder.features(frames))
+    assert not encoder.backbone.training  # BatchNorm statistics stay frozen
+    names = {n for n, p in encoder.backbone.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in encoder.backbone.named_parameters() if not p.requires_grad}
+    assert names and frozen and all(n.startswith(("layer4", "blocks.6", "conv_head", "bn2")) for n in names)
+    assert set(encoder.state_dict()) == set(FrameEncoder(EncoderConfig(backbone=backbone, image_size=64)).state_dict())
+
+
+def test_trainable_tail_is_validated():
+    with pytest.raises(ValueError, match="trainable_tail"):
+        EncoderConfig(trainable_tail=1)
+    with pytest.raises(ValueError, match="trainable_tail.*modules on its feature path"):
+        FrameEncoder(EncoderConfig(backbone="resnet10t", image_size=32, freeze_backbone=True, trainable_tail=99))
+    with pytest.raises(ValueError, match="not a chain"):
+        FrameEncoder(EncoderConfig(backbone="vit_tiny_patch16_224", image_size=64, freeze_backbone=True, trainable_tail=1))

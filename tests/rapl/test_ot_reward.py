@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from embodied_pref.rapl.ot_reward import OTRewardConfig, best_reference, ot_returns, ot_step_rewards
+from embodied_pref.rapl.sinkhorn import SinkhornConfig, cosine_cost, sinkhorn_plan
 from embodied_pref.rapl.video_reward import OTVideoReward
 
 
@@ -35,6 +36,16 @@ def test_step_rewards_sum_to_return_and_shapes():
     assert (steps <= 0).all()
     with pytest.raises(ValueError, match="reference"):
         ot_step_rewards(video, torch.zeros(2, 5, 16))
+
+
+def test_float32_rewards_match_float64():
+    # ot_step_rewards solves in float32 (its default tolerance 1e-6): close to the float64 rewards.
+    video, reference = torch.stack([_video(i) for i in range(3)]).double(), _video(9).double()
+    cost = cosine_cost(video, reference.expand(3, -1, -1))
+    plan = sinkhorn_plan(cost, SinkhornConfig(max_iterations=1000, tolerance=1e-13))
+    rewards = ot_step_rewards(video, reference)
+    assert rewards.dtype == torch.float32
+    torch.testing.assert_close(rewards.double(), -(plan * cost).sum(2), atol=1e-6, rtol=0)
 
 
 def test_best_reference_and_video_reward_prefix():
