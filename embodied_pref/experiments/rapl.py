@@ -588,7 +588,6 @@ class _Runner:
         """Yields (seed, budget, scores {method: {embodiment: (N,) returns}}, frame pipelines
         {method: module}) for RAPL and RLHF trained on each seed's triplets of `inputs`."""
         config = self.config
-        train, tests, reference = inputs.train, inputs.tests, inputs.reference
         frozen = arm.inputs == "features"
         if frozen:
             start.requires_grad_(False)  # RAPL and RLHF train heads on what it computed
@@ -605,14 +604,13 @@ class _Runner:
                 encoders[1].projection.requires_grad_(False)
                 rlhf_model = _Embedding(encoders[1], FrameRewardHead(start.feature_dim), arm.inputs)
                 ckpt = config.out / "checkpoints" / task / name / f"seed{seed}_n{budget}"
-                train_alignment(rapl_model, train, triplets, AlignmentConfig(loss="rapl", ot=self.ot, optim=dataclasses.replace(
+                train_alignment(rapl_model, inputs.train, triplets, AlignmentConfig(loss="rapl", ot=self.ot, optim=dataclasses.replace(
                     optim, epochs=_steps_to_epochs(config.alignment_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rapl")))
-                train_rlhf(rlhf_model, train, triplets, RLHFConfig(dataclasses.replace(
+                train_rlhf(rlhf_model, inputs.train, triplets, RLHFConfig(dataclasses.replace(
                     optim, epochs=_steps_to_epochs(config.rlhf_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rlhf")))
-                embed_rapl, embed_rlhf = self.embed_with(rapl_model), self.embed_with(rlhf_model)
-                ref = embed_rapl(reference[None])[0]
-                scores = {"rapl": {emb: ot_returns(embed_rapl(x), ref, self.ot).numpy() for emb, x in tests.items()},
-                          "rlhf": {emb: embed_rlhf(x).sum(1).numpy() for emb, x in tests.items()}}
+                embed_rlhf = self.embed_with(rlhf_model)
+                scores = {"rapl": _ot_scores(self.embed_with(rapl_model), inputs, self.ot),
+                          "rlhf": {emb: embed_rlhf(x).sum(1).numpy() for emb, x in inputs.tests.items()}}
                 yield seed, budget, scores, {"rapl": rapl_model.on_frames(), "rlhf": rlhf_model.on_frames()}
 
 

@@ -168,15 +168,7 @@ class FrameEncoder(nn.Module):
         (needs `trainable_tail` >= 1)."""
         if not self._tail:
             raise ValueError("trunk_maps: the encoder has no trainable tail (EncoderConfig.trainable_tail)")
-        lead = frames.shape[:-3]
-        flat = frames.reshape(-1, *frames.shape[-3:])
-        trunk = nn.Sequential(*self._trunk)
-        chunks = [
-            trunk(preprocess_frames(flat[i : i + batch_size], self.config.image_size, self.config.imagenet_normalize))
-            for i in range(0, flat.shape[0], batch_size)
-        ]
-        out = torch.cat(chunks)
-        return out.reshape(*lead, *out.shape[1:])
+        return self._over_frames(nn.Sequential(*self._trunk), frames, batch_size)
 
     def pool_trunk_maps(self, maps: torch.Tensor) -> torch.Tensor:
         """The tail and pooling over trunk maps: (…, C, h, w) -> features (…, feature_dim);
@@ -188,14 +180,17 @@ class FrameEncoder(nn.Module):
     def features(self, frames: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Backbone features: frames (…, H, W, 3) uint8 -> (…, feature_dim), in chunks of
         `batch_size` frames."""
+        return self._over_frames(self._pooled, frames, batch_size)
+
+    def _over_frames(self, fn, frames: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """fn over preprocessed frames (…, H, W, 3) uint8, `batch_size` at a time -> (…, *fn's output)."""
         lead = frames.shape[:-3]
         flat = frames.reshape(-1, *frames.shape[-3:])
-        chunks = [
-            self._pooled(preprocess_frames(flat[i : i + batch_size], self.config.image_size,
-                                           self.config.imagenet_normalize))
+        out = torch.cat([
+            fn(preprocess_frames(flat[i : i + batch_size], self.config.image_size, self.config.imagenet_normalize))
             for i in range(0, flat.shape[0], batch_size)
-        ]
-        return torch.cat(chunks).reshape(*lead, -1)
+        ])
+        return out.reshape(*lead, *out.shape[1:])
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.projection(self.features(frames))

@@ -7,7 +7,7 @@ import torch
 from skimage import data as photos
 
 from embodied_pref.rapl import package_weights
-from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder, preprocess_frames
+from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder, preprocess_frames, resize_frames
 
 # ImageNet classes: 281-285 are domestic cats, 967 espresso, 968 cup.
 CATS, COFFEE = range(281, 286), (967, 968)
@@ -20,8 +20,7 @@ def imagenet_state():
 
 def _photos() -> torch.Tensor:
     """Chelsea the cat and a cup of coffee, (2, 224, 224, 3) uint8."""
-    frames = [preprocess_frames(torch.from_numpy(np.array(p)), 224) for p in (photos.chelsea(), photos.coffee())]
-    return (torch.stack(frames) * 255).round().to(torch.uint8).movedim(1, -1)
+    return torch.stack([resize_frames(torch.from_numpy(np.array(p)), 224) for p in (photos.chelsea(), photos.coffee())])
 
 
 def _class_probabilities(model: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
