@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -16,6 +17,7 @@ from embodied_pref.experiments.align_policy import AlignPolicyConfig, run_align_
 from embodied_pref.experiments.continuous_regret import ContinuousRegretConfig, run_continuous_regret
 from embodied_pref.experiments.demo import DemoConfig, evaluate_policy, run_demo
 from embodied_pref.experiments.env_grid import render_env_grid
+from embodied_pref.experiments.presets import flags_given
 from embodied_pref.experiments.label_efficiency import LabelEfficiencyConfig, run_label_efficiency
 from embodied_pref.experiments.rapl import RaplExperimentConfig, run_rapl_experiment
 from embodied_pref.experiments.regret import RegretExperimentConfig, run_regret_experiment
@@ -283,6 +285,8 @@ def experiment(
     runners = {RewardQualityConfig: run_reward_quality, LabelEfficiencyConfig: run_label_efficiency,
                ContinuousRegretConfig: run_continuous_regret, RegretExperimentConfig: run_regret_experiment,
                RaplExperimentConfig: run_rapl_experiment, AlignPolicyConfig: run_align_policy}
+    if getattr(config, "quick", False):  # flags given beside --quick win over it, even at their default values
+        config = config.resolved(flags_given(_command_line))
     runners[type(config)](config)
 
 
@@ -337,9 +341,14 @@ COMMANDS = {
 }
 
 
+_command_line: list[str] = []
+"""The arguments `main` parses (a subcommand asks which flags were given)."""
+
+
 def main(args: list[str] | None = None) -> None:
     # Every network these commands train is a small MLP: on CPU one thread beats several
     # contending with the simulator for the same cores.
     torch.set_num_threads(1)
+    _command_line[:] = sys.argv[1:] if args is None else args
     tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="embodied-pref", args=args,
                                          description="Learn rewards from preferences over trajectory clips.")

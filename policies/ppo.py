@@ -34,6 +34,7 @@ from typing import Any, Callable, Literal, Mapping, get_args
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -124,8 +125,14 @@ class _MakeEnv:
     never imported `envs.*`); picklable. Asks for rgb_array rendering like `make_vec_env`."""
 
     spec: gym.envs.registration.EnvSpec
+    torch_threads: int | None = None
+    """torch threads of the process the env is made in (None: leave them): one in each
+    SubprocVecEnv worker, since n_envs workers already share the cores (with torch's default of
+    one thread per core, 4 workers of a visual reward on 2 cores ran 10x slower)."""
 
     def __call__(self, **kwargs: Any) -> gym.Env:
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
         try:
             return gym.make(self.spec, **{"render_mode": "rgb_array", **kwargs})
         except TypeError:
@@ -185,9 +192,10 @@ class PPOAgent:
         self.env_id, self.config = env_id, config
         self.env_kwargs = dict(env_kwargs or {})
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        venv = make_vec_env(_MakeEnv(gym.spec(env_id)), n_envs=config.n_envs, seed=config.seed,
-                            env_kwargs=self.env_kwargs, wrapper_class=wrapper,
-                            vec_env_cls=SubprocVecEnv if config.vec_env == "subproc" else DummyVecEnv)
+        subproc = config.vec_env == "subproc"
+        venv = make_vec_env(_MakeEnv(gym.spec(env_id), torch_threads=1 if subproc else None), n_envs=config.n_envs,
+                            seed=config.seed, env_kwargs=self.env_kwargs, wrapper_class=wrapper,
+                            vec_env_cls=SubprocVecEnv if subproc else DummyVecEnv)
         self.venv = LearnedRewardVecEnv(venv)
         """Where `train` sets the reward; below the normalizer."""
         self.train_env: VecEnv = self.venv

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Collection
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -127,8 +128,9 @@ class AlignPolicyConfig:
     out: Path = Path("runs/experiments/align_policy")
     """Directory for results.json, table.md and the plots."""
 
-    def resolved(self) -> "AlignPolicyConfig":
-        """With --quick, the CPU preset; flags given beside --quick win over it."""
+    def resolved(self, given: Collection[str] = ()) -> "AlignPolicyConfig":
+        """With --quick, the CPU preset; flags given beside --quick (and those named in `given`,
+        see `with_preset`) win over it."""
         if not self.quick:
             return self
         device = {"trainer": {"device": self.device}}
@@ -139,7 +141,7 @@ class AlignPolicyConfig:
             "rwr": {"rounds": 3, "episodes_per_round": 16, "updates_per_round": 100, **device},
             "dpo": {"steps": 300, **device},
             "dppo": {"iterations": 3, "episodes_per_iteration": 16, **device},
-        })
+        }, given)
 
 
 def _policy_outcomes(task: str, episodes, reward_fn) -> dict[str, float]:

@@ -31,7 +31,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import math
+import os
+import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -45,7 +50,7 @@ from tqdm.auto import tqdm
 from embodied_pref.data import Trajectory
 from embodied_pref.experiments.presets import with_preset
 from embodied_pref.experiments.results import mean_std, save_results
-from embodied_pref.experiments.tasks import task_spec
+from embodied_pref.experiments.tasks import episode_outcomes, task_spec
 from embodied_pref.metrics import spearman
 from embodied_pref.plots import plot_curves, plot_scatter
 from embodied_pref.rapl.alignment import AlignmentConfig, train_alignment
@@ -146,11 +151,18 @@ class RaplExperimentConfig:
     ppo_methods: tuple[str, ...] = ("rapl", "rlhf", "tcc-ot", "gt")
     """Rewards PPO trains on."""
     ppo_budget: int = 150
-    """The learned rewards PPO uses are those trained on this many triplets (first seed)."""
-    ppo_steps: int = 500_000
-    """PPO environment steps per reward."""
+    """The learned rewards PPO uses are those trained on this many triplets."""
+    ppo_seeds: tuple[int, ...] = (0, 1, 2)
+    """PPO runs per reward; run s trains on the learned rewards of seed s (one of `seeds`)."""
+    ppo_steps: int = 300_000
+    """PPO environment steps per run (on the ground truth, X-MAGICAL avoid's success and return
+    stop rising by 250,000)."""
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(device="cpu", normalize_reward=True))
+    """PPO's hyperparameters (its seed is each of `ppo_seeds`); every reward, the ground truth
+    included, is divided by a running std of the discounted return. `--ppo.vec-env subproc`
+    steps the env copies (rendering and the visual reward's encoder) in worker processes."""
     ppo_eval_episodes: int = 20
-    """Episodes of the final policy, scored by ground-truth return."""
+    """Episodes of each final policy, scored by ground-truth success, zone violations and return."""
     ppo_return_std: float = 10.0
     """Learned rewards are scaled so that training videos' returns have this std."""
     device: str = "auto"
@@ -184,10 +196,13 @@ class RaplExperimentConfig:
                 raise ValueError(f"field 'ablations': expected names from {sorted(ABLATIONS)}, found {name!r}")
         if self.ppo_budget not in self.budgets and self.ppo_steps > 0:
             raise ValueError(f"field 'ppo_budget': expected one of budgets {self.budgets}, found {self.ppo_budget}")
+        if self.ppo_steps > 0 and not set(self.ppo_seeds) <= set(self.seeds):
+            raise ValueError(f"field 'ppo_seeds': expected seeds from {self.seeds}, found {self.ppo_seeds}")
 
-    def resolved(self) -> RaplExperimentConfig:
-        """This config, with the QUICK preset applied when `quick` under the flags given beside it."""
-        return with_preset(dataclasses.replace(self, quick=False), QUICK) if self.quick else self
+    def resolved(self, given: Collection[str] = ()) -> RaplExperimentConfig:
+        """This config, with the QUICK preset applied when `quick` under the flags given beside
+        it (and those named in `given`, see `with_preset`)."""
+        return with_preset(dataclasses.replace(self, quick=False), QUICK, given) if self.quick else self
 
 
 QUICK: dict[str, Any] = dict(
@@ -208,6 +223,7 @@ QUICK: dict[str, Any] = dict(
     ppo_tasks=("xmagical-avoid",),
     ppo_methods=("rapl", "rlhf", "gt"),
     ppo_steps=4_096,
+    ppo_seeds=(0,),
     checkpoint_every=1_000,
     ppo_eval_episodes=10,
     ablation_tail=2,
@@ -219,8 +235,8 @@ RLHF's head on the frozen trunk's maps, computed once; 64-pixel frames, every 4t
 per episode), the last feature map pooled to a 2×2 grid; three seeds. 120 labelled and 120
 held-out episodes per embodiment: with 60 and 30, a Spearman over 30 held-out videos moved
 by ±0.2 with the draw, and 300 triplets over 60 videos fit those videos rather than the
-preference. PPO is a short run (4,096 env steps, X-MAGICAL only); checkpoints are written at
-the end of each run only."""
+preference. PPO is a short run (4,096 env steps, one seed, X-MAGICAL only); checkpoints are
+written at the end of each run only."""
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -372,7 +388,7 @@ def episode_videos(task: str, embodiment: str, n: int, first_seed: int, config: 
     clips, returns = videos(trajectories, config.stride), gt_returns(trajectories)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # ranks under torchrun render the same file
         np.savez(tmp, videos=clips.numpy(), returns=returns)
         tmp.replace(path)
     return clips, returns
@@ -413,11 +429,13 @@ def _metrics(scores: dict[str, np.ndarray], data: _TaskData, test_triplets: dict
 # --- PPO ----------------------------------------------------------------------------------
 
 
-def _ppo_return(task: str, reward: Any, config: RaplExperimentConfig, scale: float, seed: int) -> float:
-    """Trains PPO on `reward` (None: ground truth) and returns the mean ground-truth return."""
+def _ppo_outcomes(task: str, reward: Any, config: RaplExperimentConfig, scale: float, seed: int) -> dict[str, float]:
+    """Trains PPO on `reward` (None: ground truth); returns the final policy's ground-truth
+    success, preference-violation rate and return (see `episode_outcomes`) and the wall time."""
     spec, emb = task_spec(task), TRAIN_EMBODIMENT[task]
     env_id = spec.env_id(emb, "state")
-    ppo_config = PPOConfig(seed=seed, device="cpu")
+    ppo_config = dataclasses.replace(config.ppo, seed=seed)
+    started = time.monotonic()
     if reward is None:
         agent = PPOAgent(env_id, ppo_config)
     else:
@@ -426,7 +444,7 @@ def _ppo_return(task: str, reward: Any, config: RaplExperimentConfig, scale: flo
                          wrapper=lambda env: VisualRewardWrapper(env, reward, config.stride))
     agent.train(None, config.ppo_steps, progress=False)
     trajectories = agent.rollouts(config.ppo_eval_episodes, seed=90_000)
-    return float(np.mean(gt_returns(trajectories)))
+    return {**episode_outcomes(task, trajectories), "wall_s": time.monotonic() - started}
 
 
 # --- the experiment -----------------------------------------------------------------------
@@ -459,7 +477,8 @@ def _arm_note(arm: _Arm, demos: int) -> str:
 
 def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
     """Runs every task; writes results.json, table.md and PNGs to `config.out` (and
-    `config.images`)."""
+    `config.images`). Under `torchrun` every rank renders and trains (RAPL, RLHF and TCC
+    average gradients) and rank 0 alone trains PPO and writes; other ranks return {}."""
     config = config.resolved()
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -493,12 +512,14 @@ def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
             "gt": {emb: gt for emb, (_, gt) in data.tests.items()},
         }
         start = tcc_encoder if main.start_from_tcc else initial
+        ppo_models: dict[int, dict[str, nn.Module]] = {}
         for seed, budget, scores, pipelines in runner.learned(task, data, main, start, main_inputs, config.budgets, "main"):
             for method, method_scores in {**scores, **baseline_scores}.items():
                 for emb, m in _metrics(method_scores, data, test_triplets).items():
                     rows.append({"task": task, "embodiment": emb, "method": method, "seed": seed, "budget": budget, **m})
-            if seed == config.seeds[0] and budget == config.ppo_budget:
-                ppo_models = pipelines
+            if budget == config.ppo_budget and seed in config.ppo_seeds:
+                ppo_models[seed] = pipelines
+            if budget == config.ppo_budget and seed == config.seeds[0] and ctx.is_main:
                 train_emb = TRAIN_EMBODIMENT[task]
                 _plot_scatter(config, task, data.tests[train_emb][1], scores["rapl"][train_emb], budget)
         for name in config.ablations:
@@ -515,6 +536,8 @@ def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
                     for emb, m in _metrics(method_scores, data, test_triplets).items():
                         ablation_rows.append({"task": task, "arm": name, "note": _arm_note(arm, len(data.demos)),
                                               "embodiment": emb, "method": method, "seed": seed, "budget": budget, **m})
+        if not ctx.is_main:
+            continue
         if task in config.ppo_tasks and config.ppo_steps > 0:
             ppo_rows += _run_ppo(task, config, data, ppo_models, tcc_encoder, runner.ot)
         result = _report(config, rows, ablation_rows, ppo_rows, notes)  # after every task, so a long run keeps what it has
@@ -601,7 +624,8 @@ class _Runner:
                 torch.manual_seed(seed)
                 encoders = [start if frozen else copy.deepcopy(start) for _ in range(2)]
                 rapl_model = _Embedding(encoders[0], copy.deepcopy(start.projection).requires_grad_(True), arm.inputs)
-                encoders[1].projection.requires_grad_(False)
+                for encoder in encoders:  # RAPL trains a copy of it, RLHF a scalar head: DDP needs every trainable parameter used
+                    encoder.projection.requires_grad_(False)
                 rlhf_model = _Embedding(encoders[1], FrameRewardHead(start.feature_dim), arm.inputs)
                 ckpt = config.out / "checkpoints" / task / name / f"seed{seed}_n{budget}"
                 train_alignment(rapl_model, inputs.train, triplets, AlignmentConfig(loss="rapl", ot=self.ot, optim=dataclasses.replace(
@@ -623,23 +647,36 @@ def _reward_for(method: str, model: nn.Module, reference: torch.Tensor, ot: OTRe
     return OTVideoReward(model, ref, ot)
 
 
-def _run_ppo(task: str, config: RaplExperimentConfig, data: _TaskData, models: dict[str, nn.Module],
+def _run_ppo(task: str, config: RaplExperimentConfig, data: _TaskData, models: dict[int, dict[str, nn.Module]],
              tcc_encoder: FrameEncoder, ot: OTRewardConfig) -> list[dict]:
+    """PPO on each of `ppo_methods`' rewards, one run per PPO seed; `models` holds each seed's
+    learned frame pipelines. Each finished run is kept under out/ppo, keyed by PPO's settings
+    and a fingerprint of the reward (its returns of the training videos), so that a rerun
+    skips it."""
     rows = []
-    for method in tqdm(config.ppo_methods, desc=f"PPO {task}", leave=False):
-        if method == "gt":
-            rows.append({"task": task, "method": method, "steps": config.ppo_steps,
-                         "gt_return": _ppo_return(task, None, config, 1.0, seed=config.seeds[0])})
-            continue
-        model = {"tcc-ot": tcc_encoder, **models}.get(method)
-        if model is None:
-            continue
-        reward = _reward_for(method, model, data.reference, ot)
-        train_returns = np.array([reward.prefix_return(reward.embed(v.numpy())) for v in data.train_videos])
-        scale = config.ppo_return_std / (float(train_returns.std()) + 1e-8)
-        rows.append({"task": task, "method": method, "steps": config.ppo_steps,
-                     "gt_return": _ppo_return(task, reward, config, scale, seed=config.seeds[0]),
-                     "train_spearman": spearman(train_returns, data.train_returns)})
+    for seed in config.ppo_seeds:
+        for method in tqdm(config.ppo_methods, desc=f"PPO {task} seed {seed}", leave=False):
+            if method != "gt" and method not in {"tcc-ot", *models[seed]}:
+                continue
+            row: dict[str, Any] = {"task": task, "method": method, "seed": seed, "steps": config.ppo_steps}
+            key = {**row, "ppo": str(config.ppo), "eval_episodes": config.ppo_eval_episodes, "reward": None}
+            reward, scale = None, 1.0
+            if method != "gt":
+                reward = _reward_for(method, tcc_encoder if method == "tcc-ot" else models[seed][method], data.reference, ot)
+                train_returns = np.array([reward.prefix_return(reward.embed(v.numpy())) for v in data.train_videos])
+                scale = config.ppo_return_std / (float(train_returns.std()) + 1e-8)
+                row["train_spearman"] = spearman(train_returns, data.train_returns)
+                key["reward"] = hashlib.sha256(train_returns.tobytes()).hexdigest()
+            done = config.out / "ppo" / f"{task}_{method}_seed{seed}.json"
+            if done.is_file() and (kept := json.loads(done.read_text()))["key"] == key:
+                rows.append(kept["row"])
+                continue
+            row |= _ppo_outcomes(task, reward, config, scale, seed)
+            done.parent.mkdir(parents=True, exist_ok=True)
+            tmp = done.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"key": key, "row": row}))
+            tmp.replace(done)
+            rows.append(row)
     return rows
 
 
@@ -670,15 +707,7 @@ def _report(config: RaplExperimentConfig, rows: list[dict], ablation_rows: list[
                     table.append(f"| {task} | {emb}{seen} | {method} | " + " | ".join(cells) + " |")
         table.append("")
     table += _ablation_table(config, ablation_rows)
-    if ppo_rows:
-        table += ["### PPO on each reward: mean ground-truth return of the final policy", "",
-                  "| task | reward | env steps | GT return |", "|---|---|---:|---:|"]
-        table += [f"| {r['task']} | {r['method']} | {r['steps']:,} | {r['gt_return']:.2f} |" for r in ppo_rows]
-        if config.ppo_steps < SHORT_PPO_STEPS:
-            table += ["", f"PPO rows are short runs ({config.ppo_steps:,} env steps, one seed, {config.ppo_eval_episodes} "
-                      "evaluation episodes): they check that each reward trains a policy end to end, they do not "
-                      "measure converged policy quality."]
-        table.append("")
+    table += _ppo_table(config, ppo_rows)
     table += [f"- {task}: {note}" for task, note in notes.items()]
     for task in tasks:
         task_rows = [r for r in rows if r["task"] == task]
@@ -714,4 +743,24 @@ def _ablation_table(config: RaplExperimentConfig, ablation_rows: list[dict]) -> 
         table.append("")
     table += [f"- {arm}: {note}" for arm, note in dict.fromkeys((r["arm"], r.get("note", "the experiment's own encoder (above)"))
                                                                    for r in ablation_rows)]
+    return table + [""]
+
+
+def _ppo_table(config: RaplExperimentConfig, ppo_rows: list[dict]) -> list[str]:
+    """Ground-truth success, violation rate and return of PPO's final policies per task and
+    reward (mean ± std over the PPO seeds)."""
+    if not ppo_rows:
+        return []
+    table = [f"### PPO on each reward: the final policy's ground truth ({config.ppo_eval_episodes} episodes per run, "
+             f"mean ± std over {len(config.ppo_seeds)} seeds)", "",
+             "| task | reward | env steps | success | violation rate | GT return | wall s per run |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for task, method in dict.fromkeys((r["task"], r["method"]) for r in ppo_rows):
+        runs = [r for r in ppo_rows if (r["task"], r["method"]) == (task, method)]
+        cells = [mean_std([r[key] for r in runs]) for key in ("success", "violation_rate", "gt_return")]
+        table.append(f"| {task} | {method} | {config.ppo_steps:,} | " + " | ".join(cells)
+                     + f" | {np.mean([r['wall_s'] for r in runs]):.0f} |")
+    if config.ppo_steps < SHORT_PPO_STEPS:
+        table += ["", f"PPO rows are short runs ({config.ppo_steps:,} env steps): they check that each reward trains "
+                  "a policy end to end, they do not measure converged policy quality."]
     return table + [""]

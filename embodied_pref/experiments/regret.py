@@ -18,7 +18,8 @@ budgets) takes about a quarter of an hour on one core; `quick` well under a minu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,12 +110,12 @@ class RegretExperimentConfig:
                              f"regret_restarts >= 0; found {self.soft_max_temperature}, {self.policy_set_size}, "
                              f"{self.regret_restarts}")
 
-    def resolved(self) -> RegretExperimentConfig:
+    def resolved(self, given: Collection[str] = ()) -> RegretExperimentConfig:
         """The settings actually run: the quick preset applied when `quick` is set, under the
-        flags given beside it."""
+        flags given beside it (and those named in `given`, see `with_preset`)."""
         if not self.quick:
             return self
-        return with_preset(self, {"n_mdps": 8, "budgets": (300, 3000), "seeds": (0,)})
+        return with_preset(replace(self, quick=False), {"n_mdps": 8, "budgets": (300, 3000), "seeds": (0,)}, given)
 
 
 def policy_set(mdp: DeliveryMDP, size: int, rng: np.random.Generator) -> np.ndarray:

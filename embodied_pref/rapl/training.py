@@ -116,6 +116,8 @@ def fit(model: nn.Module, batch_loss: BatchLoss, n_items: int, config: OptimConf
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history = int(state["epoch"]), list(state["history"])
+    if ctx.world_size > 1:
+        torch.distributed.barrier()  # every rank has read last.pt before rank 0 overwrites it
     for epoch in tqdm(range(start, config.epochs), desc=desc, disable=not (config.progress and ctx.is_main), leave=False):
         wrapped.train()
         sums: dict[str, list[float]] = {}

@@ -1,7 +1,7 @@
 from dataclasses import dataclass, field
 
 from embodied_pref.experiments.align_policy import AlignPolicyConfig
-from embodied_pref.experiments.presets import with_preset
+from embodied_pref.experiments.presets import flags_given, with_preset
 
 
 @dataclass(frozen=True)
@@ -40,3 +40,29 @@ def test_align_policy_quick_keeps_the_flags_given_with_it():
     assert not quick.quick
     flagged = AlignPolicyConfig(quick=True, demonstrations=300, labels=400).resolved()
     assert (flagged.demonstrations, flagged.labels, flagged.bc.steps) == (300, 400, 8_000)
+
+
+def test_flags_given_name_dotted_fields_in_every_spelling():
+    argv = ["rapl", "--quick", "--ppo-steps", "300000", "--ppo_seeds=0", "--ppo.vec-env", "subproc", "--no-fine-tune",
+            "--encoder.no-pretrained", "-x", "--"]
+    assert flags_given(argv) == {"quick", "ppo_steps", "ppo_seeds", "ppo.vec_env", "no_fine_tune", "fine_tune",
+                                 "encoder.no_pretrained", "encoder.pretrained"}
+
+
+def test_a_given_flag_wins_even_at_its_default_value():
+    assert with_preset(Outer(), PRESET, given={"episodes", "inner.rate"}) == Outer(50, "quick", Inner(10, 1e-4))
+    assert with_preset(Outer(), PRESET, given={"inner"}).inner == Inner()
+
+
+def test_the_command_line_keeps_default_valued_flags_beside_quick(monkeypatch):
+    from embodied_pref import cli
+    from embodied_pref.experiments.rapl import RaplExperimentConfig
+
+    ran = []
+    monkeypatch.setattr(cli, "run_rapl_experiment", ran.append)
+    cli.main(["experiment", "rapl", "--quick", "--ppo-steps", "300000", "--ppo-seeds", "0", "1", "2", "--ppo.vec-env",
+              "subproc", "--ablations"])
+    assert (ran[0].ppo_steps, ran[0].ppo_seeds, ran[0].ppo.vec_env, ran[0].ablations) == (300_000, (0, 1, 2), "subproc", ())
+    quick = RaplExperimentConfig(quick=True).resolved()
+    assert (ran[0].quick, ran[0].stride, ran[0].ppo.normalize_reward) == (False, quick.stride, True)  # the rest of the preset
+    assert quick.ppo_steps != 300_000 and quick.ppo.vec_env != "subproc"

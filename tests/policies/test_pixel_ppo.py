@@ -182,3 +182,22 @@ def test_cnn_ppo_trains_on_franka_pixels_in_worker_processes():
     rewards = agent.model.rollout_buffer.rewards
     assert np.all(np.isfinite(rewards)) and np.abs(rewards).max() > 0
     agent.close()
+
+
+class _ReportsTorchThreads(gymnasium.Wrapper):
+    def torch_threads(self) -> int:
+        return torch.get_num_threads()
+
+
+def test_subproc_workers_run_one_torch_thread_and_this_process_keeps_its_own():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for vec_env, expected in (("subproc", [1, 1]), ("dummy", [2, 2])):
+            agent = PPOAgent(ENV, dataclasses.replace(CONFIG, vec_env=vec_env), env_kwargs=ENV_KWARGS,
+                             wrapper=_ReportsTorchThreads)
+            assert agent.venv.env_method("torch_threads") == expected
+            agent.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
