@@ -478,7 +478,8 @@ def _arm_note(arm: _Arm, demos: int) -> str:
 def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
     """Runs every task; writes results.json, table.md and PNGs to `config.out` (and
     `config.images`). Under `torchrun` every rank renders and trains (RAPL, RLHF and TCC
-    average gradients) and rank 0 alone trains PPO and writes; other ranks return {}."""
+    average gradients) and rank 0 alone trains PPO, after every task's rewards, and writes;
+    other ranks return {}."""
     config = config.resolved()
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -488,6 +489,7 @@ def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
     rows: list[dict] = []
     ablation_rows: list[dict] = []
     ppo_rows: list[dict] = []
+    ppo_jobs: list[tuple[str, _TaskData, dict[int, dict[str, nn.Module]], FrameEncoder]] = []
     notes: dict[str, str] = {}
     result: dict = {}
     main = _main_arm(config)
@@ -539,8 +541,13 @@ def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
         if not ctx.is_main:
             continue
         if task in config.ppo_tasks and config.ppo_steps > 0:
-            ppo_rows += _run_ppo(task, config, data, ppo_models, tcc_encoder, runner.ot)
+            ppo_jobs.append((task, data, ppo_models, tcc_encoder))
         result = _report(config, rows, ablation_rows, ppo_rows, notes)  # after every task, so a long run keeps what it has
+    # PPO after every task's training: under torchrun the other ranks have then no collective
+    # left to wait in while rank 0 trains policies for hours.
+    for task, data, ppo_models, tcc_encoder in ppo_jobs:
+        ppo_rows += _run_ppo(task, config, data, ppo_models, tcc_encoder, runner.ot)
+        result = _report(config, rows, ablation_rows, ppo_rows, notes)
     return result
 
 
