@@ -43,6 +43,7 @@ from embodied_pref.data import (
     Trajectory,
     check_id,
 )
+from embodied_pref.durable import fsync_dir, fsync_file, temp_path, write_atomic
 
 if TYPE_CHECKING:
     from imitation.data.types import TrajectoryWithRew
@@ -137,41 +138,6 @@ class DatasetError(Exception):
 
     The message names the file and the field.
     """
-
-
-# --- durable files ------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _temp_path(final: Path, suffix: str = ".tmp") -> Path:
-    return final.with_name(f".{final.stem}.{secrets.token_hex(6)}{suffix}")
-
-
-def _write_atomic(final: Path, data: bytes) -> None:
-    """Write ``data`` to ``final`` so that readers see the old file or the whole new one."""
-    tmp = _temp_path(final)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(final.parent)
 
 
 def _pad_even(frames: np.ndarray) -> np.ndarray:
@@ -277,15 +243,15 @@ class PreferenceDataset:
                 [(key, json.dumps(value)) for key, value in meta.items()],
             )
             if instructions:
-                _write_atomic(root / INSTRUCTIONS_FILE, instructions.encode("utf-8"))
+                write_atomic(root / INSTRUCTIONS_FILE, instructions.encode("utf-8"))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.close()
             raise
-        _fsync_dir(root)
-        _fsync_dir(root.resolve().parent)
+        fsync_dir(root)
+        fsync_dir(root.resolve().parent)
         return cls(root, conn, cache_size=cache_size)
 
     @classmethod
@@ -395,7 +361,7 @@ class PreferenceDataset:
             arrays["rewards"] = trajectory.rewards
         if trajectory.frames is not None:
             arrays["frames"] = trajectory.frames
-        tmp = _temp_path(final)
+        tmp = temp_path(final)
         placed = False
         try:
             with open(tmp, "xb") as f:
@@ -408,7 +374,7 @@ class PreferenceDataset:
                     raise self._error("id", f"trajectory {tid!r} is already stored")
                 os.replace(tmp, final)
                 placed = True
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
                 frames = trajectory.frames
                 conn.execute(
                     f"INSERT INTO trajectories ({_TRAJECTORY_COLUMNS}) "
@@ -820,7 +786,7 @@ class PreferenceDataset:
         frames = _pad_even(frames)
         final = self.preview_path(clip_id)
         final.parent.mkdir(exist_ok=True)
-        tmp = _temp_path(final, ".mp4")
+        tmp = temp_path(final, ".mp4")
         try:
             writer = imageio_ffmpeg.write_frames(
                 str(tmp), (frames.shape[2], frames.shape[1]), fps=fps, codec="libx264",
@@ -833,14 +799,14 @@ class PreferenceDataset:
             writer.close()
             if not tmp.is_file() or tmp.stat().st_size == 0:
                 raise DatasetError(f"{final}: ffmpeg wrote no video")
-            _fsync_file(tmp)
+            fsync_file(tmp)
             os.replace(tmp, final)
         except BaseException as err:
             tmp.unlink(missing_ok=True)
             if isinstance(err, Exception) and not isinstance(err, DatasetError):
                 raise DatasetError(f"{final}: encoding the preview failed ({err})") from err
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return final
 
     # --- export ---------------------------------------------------------------------------

@@ -18,10 +18,15 @@ on it with unlabeled expert demonstrations. Frozen-OT is OT on the initial backb
 features. With `fine_tune=False` the backbone is frozen and the 32-d projection (RAPL) or the
 scalar head (RLHF) is trained on features computed once; with `encoder.trainable_tail` the
 last backbone modules train too, on the frozen trunk's maps computed once; `fine_tune=True`
-trains the whole encoder on frames (the paper's setting, for a GPU). The ablation
+trains the whole encoder on frames (the paper's setting, for a GPU). With
+`standardize_features` every method reads the initial backbone's features standardized per
+dimension over the training videos' frames. RAPL's loss compares videos against each
+triplet's positive video (the paper's), the reference demonstration its reward is deployed
+with, or both (`alignment_anchor`, default both). The ablation
 (`ablations`, at `ablation_budget` triplets, same seeds) retrains RAPL and RLHF from other
-starts: random init + TCC, ImageNet frozen with the configured pooling or global pooling, and
-ImageNet with its last `ablation_tail` modules fine-tuned.
+starts: random init + TCC, ImageNet frozen with the configured pooling or global pooling,
+ImageNet with its last `ablation_tail` modules fine-tuned, ImageNet frozen on raw features,
+and ImageNet frozen with RAPL's loss anchored on the positive video alone.
 
 Rendered videos are cached under `out/cache` (`cache_videos`), so reruns with the same data
 fields skip rendering; a finished TCC run is resumed from its checkpoint under `out/checkpoints`.
@@ -32,9 +37,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import io
 import json
 import math
-import os
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -48,12 +53,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from embodied_pref.data import Trajectory
+from embodied_pref.durable import write_atomic
 from embodied_pref.experiments.presets import with_preset
 from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.tasks import episode_outcomes, task_spec
 from embodied_pref.metrics import spearman
 from embodied_pref.plots import plot_curves, plot_scatter
-from embodied_pref.rapl.alignment import AlignmentConfig, train_alignment
+from embodied_pref.rapl.alignment import ANCHORS, AlignmentConfig, Anchor, train_alignment
 from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder, pad_videos
 from embodied_pref.rapl.ot_reward import OTRewardConfig, best_reference, ot_returns
 from embodied_pref.rapl.rlhf import FrameRewardHead, RLHFConfig, train_rlhf
@@ -80,11 +86,15 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "imagenet-frozen": dict(pretrained=True, start_from_tcc=False, tail=False),
     "imagenet-frozen-global": dict(pretrained=True, start_from_tcc=False, tail=False, pool_grid=1),
     "imagenet-tail": dict(pretrained=True, start_from_tcc=False, tail=True),
+    "imagenet-frozen-raw": dict(pretrained=True, start_from_tcc=False, tail=False, standardize=False),
+    "imagenet-frozen-positive": dict(pretrained=True, start_from_tcc=False, tail=False, anchor="positive"),
 }
-"""Ablation arms, each a change of the experiment's encoder (same backbone, frame size and
-seeds): random init + TCC on the demonstrations, ImageNet weights frozen (the configured
-pooling, or global pooling), ImageNet with the last `ablation_tail` feature-path modules
-fine-tuned; projection / head trained on precomputed inputs in every arm."""
+"""Ablation arms, each a change of the experiment's encoder or RAPL's loss (same backbone, frame
+size and seeds): random init + TCC on the demonstrations, ImageNet weights frozen (the
+configured pooling, or global pooling), ImageNet with the last `ablation_tail` feature-path
+modules fine-tuned, ImageNet frozen without standardized features ("raw"), and ImageNet frozen
+with RAPL's loss anchored on each triplet's positive video alone (the paper's); projection /
+head trained on precomputed inputs in every arm."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,12 @@ class RaplExperimentConfig:
     """Start RAPL and RLHF from the TCC encoder instead of the initial backbone."""
     fine_tune: bool = True
     """Train the whole encoder (True) or only the projection / scalar head on frozen features."""
+    standardize_features: bool = True
+    """Standardize the initial encoder's features per dimension with the training videos' frames
+    (`FrameEncoder.fit_standardization`) for every method that reads them."""
+    alignment_anchor: Anchor = "both"
+    """What RAPL's loss compares videos with (`AlignmentConfig.anchor`): each triplet's
+    "positive" video (the paper), the "reference" demonstration of the deployed reward, or "both"."""
     ablations: tuple[str, ...] = tuple(ABLATIONS)
     """Encoder arms (see ABLATIONS) whose RAPL and RLHF are also trained at `ablation_budget`
     triplets, same seeds, for the ablation table; an arm equal to the experiment's own encoder
@@ -164,6 +180,9 @@ class RaplExperimentConfig:
     ppo_eval_episodes: int = 20
     """Episodes of each final policy, scored by ground-truth success, zone violations and return."""
     ppo_return_std: float = 10.0
+    ppo_paced_ot: bool = True
+    """OT rewards paid to PPO match each prefix of the episode's video with the reference's
+    prefix at the same point of its episode (`OTVideoReward.horizon`), not with all of it."""
     """Learned rewards are scaled so that training videos' returns have this std."""
     device: str = "auto"
     """"auto": CUDA when available (AMP on), else CPU."""
@@ -191,6 +210,8 @@ class RaplExperimentConfig:
                 raise ValueError(f"field 'ppo_methods': expected names from {METHODS}, found {name!r}")
         if self.references > self.demonstrations:
             raise ValueError(f"field 'references': expected <= demonstrations ({self.demonstrations}), found {self.references}")
+        if self.alignment_anchor not in ANCHORS:
+            raise ValueError(f"field 'alignment_anchor': expected one of {ANCHORS}, found {self.alignment_anchor!r}")
         for name in self.ablations:
             if name not in ABLATIONS:
                 raise ValueError(f"field 'ablations': expected names from {sorted(ABLATIONS)}, found {name!r}")
@@ -388,9 +409,9 @@ def episode_videos(task: str, embodiment: str, n: int, first_seed: int, config: 
     clips, returns = videos(trajectories, config.stride), gt_returns(trajectories)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # ranks under torchrun render the same file
-        np.savez(tmp, videos=clips.numpy(), returns=returns)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        np.savez(buffer, videos=clips.numpy(), returns=returns)
+        write_atomic(path, buffer.getvalue())  # ranks under torchrun may write the same file
     return clips, returns
 
 
@@ -472,7 +493,13 @@ def _arm_note(arm: _Arm, demos: int) -> str:
             + (f"the TCC encoder ({demos} unlabeled demonstrations)" if arm.start_from_tcc else "it")
             + (f"; last feature map average-pooled to a {arm.encoder.pool_grid}×{arm.encoder.pool_grid} grid"
                if arm.encoder.pool_grid > 1 else "; global average pooling")
-            + f"; {arm.encoder.image_size} px; {_training_note(arm)}")
+            + f"; {arm.encoder.image_size} px; {_training_note(arm)}"
+            + ("; features standardized on the training videos" if arm.standardize else "; raw features")
+            + f"; RAPL's loss anchored on {_ANCHOR_NOTES[arm.anchor]}")
+
+
+_ANCHOR_NOTES = {"positive": "each triplet's positive video (the paper)", "reference": "the reference demonstration",
+                 "both": "each triplet's positive video and the reference demonstration"}
 
 
 def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
@@ -498,7 +525,7 @@ def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
         data = _task_data(task, config)
         test_triplets = {emb: synthetic_triplets(gt, config.test_triplets, np.random.default_rng([7, i]), config.equal_tolerance)
                          for i, (emb, (_, gt)) in enumerate(data.tests.items())}
-        initial = FrameEncoder(config.encoder)
+        initial = runner.initial_encoder(main, data)
         tcc_encoder = runner.tcc(initial, data, task, "tcc")
         notes[task] = _arm_note(main, len(data.demos))
         main_inputs = runner.inputs(main, tcc_encoder if main.start_from_tcc else initial, data)
@@ -530,7 +557,7 @@ def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
                 ablation_rows += [{**r, "arm": name} for r in rows if r["task"] == task and r["budget"] == config.ablation_budget
                                   and r["method"] in LEARNED]
                 continue
-            arm_initial = FrameEncoder(arm.encoder)
+            arm_initial = runner.initial_encoder(arm, data)
             arm_start = runner.tcc(arm_initial, data, task, f"tcc_{name}") if arm.start_from_tcc else arm_initial
             arm_inputs = runner.inputs(arm, arm_start, data)
             for seed, budget, scores, _ in runner.learned(task, data, arm, arm_start, arm_inputs, (config.ablation_budget,), name):
@@ -554,11 +581,14 @@ def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
 @dataclass(frozen=True)
 class _Arm:
     """How RAPL and RLHF get their encoder: its config (start weights, pooling, trainable
-    tail), whether they start from TCC on it, and whether the whole encoder trains on frames."""
+    tail), whether they start from TCC on it, whether the whole encoder trains on frames,
+    whether its features are standardized; and what RAPL's loss is anchored on."""
 
     encoder: EncoderConfig
     start_from_tcc: bool
     fine_tune: bool
+    standardize: bool
+    anchor: Anchor
 
     @property
     def inputs(self) -> str:
@@ -567,7 +597,7 @@ class _Arm:
 
 
 def _main_arm(config: RaplExperimentConfig) -> _Arm:
-    return _Arm(config.encoder, config.start_from_tcc, config.fine_tune)
+    return _Arm(config.encoder, config.start_from_tcc, config.fine_tune, config.standardize_features, config.alignment_anchor)
 
 
 def _ablation_arm(config: RaplExperimentConfig, name: str) -> _Arm:
@@ -580,7 +610,8 @@ def _ablation_arm(config: RaplExperimentConfig, name: str) -> _Arm:
         freeze_backbone=freeze, trainable_tail=config.ablation_tail if arm["tail"] else 0,
         encoder_weights=config.encoder.encoder_weights if arm["pretrained"] else None,
         pretrained_source=config.encoder.pretrained_source if arm["pretrained"] else "timm")
-    return _Arm(encoder, arm["start_from_tcc"], fine_tune=False)
+    return _Arm(encoder, arm["start_from_tcc"], fine_tune=False, standardize=arm.get("standardize", config.standardize_features),
+                anchor=arm.get("anchor", config.alignment_anchor))
 
 
 class _Runner:
@@ -592,6 +623,14 @@ class _Runner:
 
     def embed_with(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda v: _apply(model, v, self.device, True)
+
+    def initial_encoder(self, arm: _Arm, data: _TaskData) -> FrameEncoder:
+        """The arm's encoder before any training, its features standardized on the training
+        videos' frames when the arm says so."""
+        encoder = FrameEncoder(arm.encoder)
+        if arm.standardize:
+            encoder.to(self.device).fit_standardization(data.train_videos)
+        return encoder.cpu()
 
     def tcc(self, initial: FrameEncoder, data: _TaskData, task: str, name: str) -> FrameEncoder:
         """A copy of `initial` trained by TCC on the task's unlabeled demonstrations (resumable)."""
@@ -635,8 +674,9 @@ class _Runner:
                     encoder.projection.requires_grad_(False)
                 rlhf_model = _Embedding(encoders[1], FrameRewardHead(start.feature_dim), arm.inputs)
                 ckpt = config.out / "checkpoints" / task / name / f"seed{seed}_n{budget}"
-                train_alignment(rapl_model, inputs.train, triplets, AlignmentConfig(loss="rapl", ot=self.ot, optim=dataclasses.replace(
-                    optim, epochs=_steps_to_epochs(config.alignment_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rapl")))
+                train_alignment(rapl_model, inputs.train, triplets, AlignmentConfig(loss="rapl", ot=self.ot, anchor=arm.anchor, optim=dataclasses.replace(
+                    optim, epochs=_steps_to_epochs(config.alignment_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rapl")),
+                    reference=inputs.reference)
                 train_rlhf(rlhf_model, inputs.train, triplets, RLHFConfig(dataclasses.replace(
                     optim, epochs=_steps_to_epochs(config.rlhf_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rlhf")))
                 embed_rlhf = self.embed_with(rlhf_model)
@@ -645,21 +685,21 @@ class _Runner:
                 yield seed, budget, scores, {"rapl": rapl_model.on_frames(), "rlhf": rlhf_model.on_frames()}
 
 
-def _reward_for(method: str, model: nn.Module, reference: torch.Tensor, ot: OTRewardConfig) -> Any:
+def _reward_for(method: str, model: nn.Module, reference: torch.Tensor, ot: OTRewardConfig, horizon: int | None) -> Any:
     if method == "rlhf":
         return FrameVideoReward(model.cpu())
     model = model.cpu().eval()
     with torch.no_grad():
         ref = model(reference)
-    return OTVideoReward(model, ref, ot)
+    return OTVideoReward(model, ref, ot, horizon=horizon)
 
 
 def _run_ppo(task: str, config: RaplExperimentConfig, data: _TaskData, models: dict[int, dict[str, nn.Module]],
              tcc_encoder: FrameEncoder, ot: OTRewardConfig) -> list[dict]:
     """PPO on each of `ppo_methods`' rewards, one run per PPO seed; `models` holds each seed's
     learned frame pipelines. Each finished run is kept under out/ppo, keyed by PPO's settings
-    and a fingerprint of the reward (its returns of the training videos), so that a rerun
-    skips it."""
+    and a fingerprint of the reward (its returns of the training videos and of their first
+    halves), so that a rerun skips it."""
     rows = []
     for seed in config.ppo_seeds:
         for method in tqdm(config.ppo_methods, desc=f"PPO {task} seed {seed}", leave=False):
@@ -669,20 +709,21 @@ def _run_ppo(task: str, config: RaplExperimentConfig, data: _TaskData, models: d
             key = {**row, "ppo": str(config.ppo), "eval_episodes": config.ppo_eval_episodes, "reward": None}
             reward, scale = None, 1.0
             if method != "gt":
-                reward = _reward_for(method, tcc_encoder if method == "tcc-ot" else models[seed][method], data.reference, ot)
-                train_returns = np.array([reward.prefix_return(reward.embed(v.numpy())) for v in data.train_videos])
+                horizon = data.train_videos.shape[1] if config.ppo_paced_ot else None
+                reward = _reward_for(method, tcc_encoder if method == "tcc-ot" else models[seed][method], data.reference, ot, horizon)
+                embedded = [reward.embed(v.numpy()) for v in data.train_videos]
+                train_returns = np.array([reward.prefix_return(e) for e in embedded])
+                half_returns = np.array([reward.prefix_return(e[: len(e) // 2]) for e in embedded])  # how steps are paid
                 scale = config.ppo_return_std / (float(train_returns.std()) + 1e-8)
                 row["train_spearman"] = spearman(train_returns, data.train_returns)
-                key["reward"] = hashlib.sha256(train_returns.tobytes()).hexdigest()
+                key["reward"] = hashlib.sha256(train_returns.tobytes() + half_returns.tobytes()).hexdigest()
             done = config.out / "ppo" / f"{task}_{method}_seed{seed}.json"
             if done.is_file() and (kept := json.loads(done.read_text()))["key"] == key:
                 rows.append(kept["row"])
                 continue
             row |= _ppo_outcomes(task, reward, config, scale, seed)
             done.parent.mkdir(parents=True, exist_ok=True)
-            tmp = done.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"key": key, "row": row}))
-            tmp.replace(done)
+            write_atomic(done, json.dumps({"key": key, "row": row}).encode())
             rows.append(row)
     return rows
 

@@ -5,6 +5,9 @@ Frame preprocessing (`preprocess_frames`): uint8 (…, H, W, 3) RGB → float32 
 RAPL feeds [0, 1] frames without ImageNet mean/std normalization; `imagenet_normalize=True`
 applies it (use it with timm ImageNet weights if you want their training statistics).
 
+Features can be standardized per dimension with statistics of the task's frames
+(`fit_standardization`, kept in the state dict) before the projection and any OT cost.
+
 Start weights, in order of precedence: `encoder_weights` (a state-dict file: the whole
 encoder's `state_dict()`, or the backbone's alone), else ImageNet weights when `pretrained`
 (from timm's hub, which needs network access, or, with `pretrained_source="package"`, the
@@ -125,6 +128,9 @@ class FrameEncoder(nn.Module):
             **({} if config.pool_grid == 1 else {"global_pool": ""}),
         )
         self.projection = nn.Linear(self.feature_dim, config.embedding_dim)
+        # Per-dimension shift and scale of the pooled features (identity until `fit_standardization`).
+        self.register_buffer("feature_mean", torch.zeros(self.feature_dim))
+        self.register_buffer("feature_std", torch.ones(self.feature_dim))
         if config.encoder_weights is not None:
             self.load_weights(config.encoder_weights)
         elif imagenet and config.pretrained_source == "package":
@@ -160,7 +166,25 @@ class FrameEncoder(nn.Module):
         out = self.backbone(x)
         if self.config.pool_grid > 1:
             out = F.adaptive_avg_pool2d(out, self.config.pool_grid).flatten(1)
-        return out
+        return (out - self.feature_mean) / self.feature_std
+
+    @torch.no_grad()
+    def fit_standardization(self, frames: torch.Tensor, batch_size: int = 256) -> None:
+        """Sets the features' per-dimension mean and std to those of `frames` (…, H, W, 3) uint8
+        (e.g. every frame of the training videos), so that `features` are standardized.
+
+        Pooled ImageNet features are non-negative and share a large common component; a cosine
+        cost between them barely tells frames apart until that is removed."""
+        self.feature_mean.zero_()
+        self.feature_std.fill_(1.0)
+        was_training = self.training
+        self.eval()  # BatchNorm layers must not update their running statistics here
+        try:
+            raw = self.features(frames, batch_size).reshape(-1, self.feature_dim)
+        finally:
+            self.train(was_training)
+        self.feature_mean.copy_(raw.mean(0))
+        self.feature_std.copy_(raw.std(0).clamp_min(1e-3))
 
     @torch.no_grad()
     def trunk_maps(self, frames: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -175,7 +199,7 @@ class FrameEncoder(nn.Module):
         equal to `features` of the frames the maps came from."""
         lead = maps.shape[:-3]
         out = F.adaptive_avg_pool2d(nn.Sequential(*self._tail)(maps.reshape(-1, *maps.shape[-3:])), self.config.pool_grid)
-        return out.flatten(1).reshape(*lead, -1)
+        return ((out.flatten(1) - self.feature_mean) / self.feature_std).reshape(*lead, -1)
 
     def features(self, frames: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Backbone features: frames (…, H, W, 3) uint8 -> (…, feature_dim), in chunks of
@@ -187,7 +211,8 @@ class FrameEncoder(nn.Module):
         lead = frames.shape[:-3]
         flat = frames.reshape(-1, *frames.shape[-3:])
         out = torch.cat([
-            fn(preprocess_frames(flat[i : i + batch_size], self.config.image_size, self.config.imagenet_normalize))
+            fn(preprocess_frames(flat[i : i + batch_size].to(self.feature_mean.device), self.config.image_size,
+                                 self.config.imagenet_normalize))
             for i in range(0, flat.shape[0], batch_size)
         ])
         return out.reshape(*lead, *out.shape[1:])
@@ -205,12 +230,15 @@ class FrameEncoder(nn.Module):
             raise ValueError(f"encoder_weights {str(path)!r}: expected a state dict, found {type(state).__name__}")
         target: nn.Module = self if any(k.startswith("backbone.") for k in state) else self.backbone
         result = target.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
+        missing = [k for k in result.missing_keys if k not in _STANDARDIZATION_KEYS]  # files saved before it existed
+        if missing or result.unexpected_keys:
             raise ValueError(
                 f"encoder_weights {str(path)!r}: does not match backbone {self.config.backbone!r} "
-                f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
+                f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})"
             )
 
+
+_STANDARDIZATION_KEYS = ("feature_mean", "feature_std")
 
 _HEAD_MODULES = ("global_pool", "head_drop", "classifier", "fc", "head")
 

@@ -113,7 +113,11 @@ def fit(model: nn.Module, batch_loss: BatchLoss, n_items: int, config: OptimConf
     ckpt = None if config.checkpoint_dir is None else Path(config.checkpoint_dir) / "last.pt"
     if ckpt is not None and config.resume and ckpt.exists():
         state = torch.load(ckpt, map_location=ctx.device, weights_only=False)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise ValueError(f"{ckpt}: the checkpoint does not fit this model (another model, or an older version "
+                             f"wrote it); move it away or choose another checkpoint directory. {error}") from None
         optimizer.load_state_dict(state["optimizer"])
         start, history = int(state["epoch"]), list(state["history"])
     if ctx.world_size > 1:

@@ -7,6 +7,7 @@ return, so an episode's rewards sum to (final return − return of the first fra
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
@@ -29,10 +30,19 @@ class OTVideoReward:
 
     encoder: frames (N, H, W, 3) uint8 -> (N, D); reference: (M, D) embeddings of o⁺.
     `scale` multiplies the return (OT returns lie in [−2, 0] for the cosine cost).
+
+    With `horizon` (frames in a whole episode's video) a prefix of k frames is matched with the
+    reference's first ⌈k·M / horizon⌉ frames, where the demonstration was at the same point of
+    its episode, instead of with all of it: a whole video's return is unchanged, but each step
+    pays for keeping pace with the demonstration rather than for resembling its end early.
     """
 
-    def __init__(self, encoder: nn.Module, reference: torch.Tensor, config: OTRewardConfig = OTRewardConfig(), scale: float = 1.0) -> None:
+    def __init__(self, encoder: nn.Module, reference: torch.Tensor, config: OTRewardConfig = OTRewardConfig(), scale: float = 1.0,
+                 horizon: int | None = None) -> None:
+        if horizon is not None and horizon < 1:
+            raise ValueError(f"horizon: expected a number of frames >= 1, found {horizon!r}")
         self.encoder, self.reference, self.config, self.scale = encoder.eval(), reference.detach().float(), config, scale
+        self.horizon = horizon
 
     @torch.no_grad()
     def embed(self, frames: np.ndarray) -> torch.Tensor:
@@ -41,7 +51,10 @@ class OTVideoReward:
 
     @torch.no_grad()
     def prefix_return(self, embeddings: torch.Tensor) -> float:
-        return self.scale * float(ot_step_rewards(embeddings[None], self.reference, self.config).sum())
+        reference = self.reference
+        if self.horizon is not None:
+            reference = reference[: math.ceil(len(embeddings) * len(reference) / self.horizon)]
+        return self.scale * float(ot_step_rewards(embeddings[None], reference, self.config).sum())
 
 
 class FrameVideoReward:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from embodied_pref.distributed import autocast, distributed_context
+from embodied_pref.durable import write_atomic
 from policies.diffusion.policy import DiffusionPolicy
 
 STATE_FILE = "train_state.pt"
@@ -168,9 +169,7 @@ class TopKCheckpoints:
         for dropped in ranked[self.k:]:
             shutil.rmtree(self.directory / dropped["path"], ignore_errors=True)
         self.entries = ranked[:self.k]
-        tmp = self.directory / "best.json.tmp"
-        tmp.write_text(json.dumps(self.entries, indent=2))
-        os.replace(tmp, self.directory / "best.json")
+        write_atomic(self.directory / "best.json", json.dumps(self.entries, indent=2).encode())
         return True
 
     @property

@@ -45,6 +45,8 @@ def test_config_validation_and_quick_preset():
         RaplExperimentConfig(budgets=(25,), ppo_budget=150)
     with pytest.raises(ValueError, match="ablations"):
         RaplExperimentConfig(ablations=("imagenet-magic",))
+    with pytest.raises(ValueError, match="alignment_anchor"):
+        RaplExperimentConfig(alignment_anchor="elsewhere")
     quick = RaplExperimentConfig(quick=True).resolved()
     assert not quick.quick and quick.fine_tune is False and not quick.start_from_tcc
     assert quick.encoder.pretrained and quick.encoder.pretrained_source == "package" and quick.encoder.freeze_backbone
@@ -113,6 +115,9 @@ def test_experiment_fine_tunes_the_tail_and_reports_every_ablation_arm(tmp_path)
     assert torch.equal(tail["encoder.backbone.blocks.6.0.conv_pw.weight"], imagenet["blocks.6.0.conv_pw.weight"])
     assert torch.equal(tail["encoder.backbone.bn2.running_mean"], imagenet["bn2.running_mean"])
     assert torch.equal(main_model["encoder.backbone.conv_head.weight"], imagenet["conv_head.weight"])
+    # Every arm's features are standardized on the training videos, but the raw arm's.
+    assert main_model["encoder.feature_std"].ne(1.0).any() and tail["encoder.feature_std"].ne(1.0).any()
+    assert weights("imagenet-frozen-raw")["encoder.feature_std"].eq(1.0).all()
 
 
 def test_ppo_runs_per_seed_on_that_seeds_reward_and_reports_success_and_violations(tmp_path, monkeypatch):
@@ -138,6 +143,11 @@ def test_ppo_runs_per_seed_on_that_seeds_reward_and_reports_success_and_violatio
 
     monkeypatch.setattr(rapl, "_ppo_outcomes", no_training)
     assert rapl.run_rapl_experiment(config)["ppo"] == result["ppo"]  # the same rewards: every run is kept
+    trained = []
+    monkeypatch.setattr(rapl, "_ppo_outcomes", lambda task, reward, *args: trained.append(reward) or runs[("gt", 0)])
+    rapl.run_rapl_experiment(dataclasses.replace(config, ppo_paced_ot=False))
+    # Paid otherwise along the episode, RAPL's reward trains again; RLHF's and the ground truth's runs are kept.
+    assert [type(r).__name__ for r in trained] == ["OTVideoReward", "OTVideoReward"] and trained[0].horizon is None
     monkeypatch.undo()
     changed = rapl.run_rapl_experiment(dataclasses.replace(config, alignment_steps=5, rlhf_steps=5, ppo_methods=("rapl", "rlhf")))
     assert {r["seed"] for r in changed["ppo"]} == {0, 1}  # rewards trained otherwise: their runs are not reused

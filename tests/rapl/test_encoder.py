@@ -92,3 +92,38 @@ def test_trainable_tail_is_validated():
         FrameEncoder(EncoderConfig(backbone="resnet10t", image_size=32, freeze_backbone=True, trainable_tail=99))
     with pytest.raises(ValueError, match="not a chain"):
         FrameEncoder(EncoderConfig(backbone="vit_tiny_patch16_224", image_size=64, freeze_backbone=True, trainable_tail=1))
+
+
+def test_fit_standardization_standardizes_features_on_every_path_and_is_saved(tmp_path):
+    torch.manual_seed(0)
+    encoder = FrameEncoder(EncoderConfig(backbone="resnet10t", embedding_dim=8, image_size=32)).train()
+    frames = torch.as_tensor(np.random.default_rng(1).integers(0, 256, (4, 6, 40, 40, 3), dtype=np.uint8))
+    bn_stats = {k: v.clone() for k, v in encoder.state_dict().items() if "running" in k}
+    raw = encoder.eval().features(frames)
+    encoder.train()
+
+    encoder.fit_standardization(frames)
+    assert encoder.training  # its mode is restored, and BatchNorm statistics were not updated by the fit
+    assert all(torch.equal(encoder.state_dict()[k], v) for k, v in bn_stats.items())
+    standardized = encoder.eval().features(frames).reshape(-1, encoder.feature_dim)
+    spread = raw.reshape(-1, encoder.feature_dim).std(0) > 1e-3  # the other dims keep their floor scale
+    torch.testing.assert_close(standardized.mean(0), torch.zeros(encoder.feature_dim), atol=1e-4, rtol=0)
+    torch.testing.assert_close(standardized.std(0)[spread], torch.ones(int(spread.sum())), atol=1e-4, rtol=0)
+    tail = FrameEncoder(EncoderConfig(backbone="resnet10t", embedding_dim=8, image_size=32, freeze_backbone=True, trainable_tail=1))
+    tail.fit_standardization(frames)
+    torch.testing.assert_close(tail.features(frames).mean((0, 1)), torch.zeros(tail.feature_dim), atol=1e-4, rtol=0)
+    torch.testing.assert_close(tail.pool_trunk_maps(tail.trunk_maps(frames)), tail.features(frames))
+    # Refitting starts from the raw features, not from the standardized ones.
+    encoder.fit_standardization(frames)
+    torch.testing.assert_close(encoder.features(frames).reshape(-1, encoder.feature_dim), standardized)
+
+    path = tmp_path / "encoder.pt"
+    torch.save(encoder.state_dict(), path)
+    loaded = FrameEncoder(EncoderConfig(backbone="resnet10t", embedding_dim=8, image_size=32, encoder_weights=path)).eval()
+    torch.testing.assert_close(loaded(frames), encoder.eval()(frames))
+    assert torch.equal(loaded.feature_std, encoder.feature_std)
+    # A whole-encoder file saved before standardization existed loads as unstandardized.
+    old = tmp_path / "old.pt"
+    torch.save({k: v for k, v in encoder.state_dict().items() if not k.startswith("feature_")}, old)
+    unfitted = FrameEncoder(EncoderConfig(backbone="resnet10t", embedding_dim=8, image_size=32, encoder_weights=old)).eval()
+    torch.testing.assert_close(unfitted.features(frames), raw)

@@ -68,3 +68,18 @@ class _FloatInput(torch.nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.net(frames.float() / 255)
+
+
+def test_paced_prefix_matches_the_reference_at_the_same_point():
+    encoder = torch.nn.Sequential(torch.nn.Flatten(1), torch.nn.Linear(4 * 4 * 3, 8))
+    torch.manual_seed(0)
+    frames = np.random.default_rng(0).integers(0, 255, (6, 4, 4, 3), dtype=np.uint8)
+    reference = torch.randn(9, 8)
+    paced, whole = OTVideoReward(_FloatInput(encoder), reference, horizon=6), OTVideoReward(_FloatInput(encoder), reference)
+    emb = paced.embed(frames)
+    assert paced.prefix_return(emb) == pytest.approx(whole.prefix_return(emb))  # a whole video: unchanged
+    # Two of six frames: the reference's first ceil(2 * 9 / 6) = 3 frames.
+    assert paced.prefix_return(emb[:2]) == pytest.approx(float(ot_returns(emb[None, :2], reference[:3])))
+    assert paced.prefix_return(emb[:2]) != pytest.approx(whole.prefix_return(emb[:2]))
+    with pytest.raises(ValueError, match="horizon"):
+        OTVideoReward(_FloatInput(encoder), reference, horizon=0)
