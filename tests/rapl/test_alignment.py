@@ -216,7 +216,7 @@ def test_reference_anchor_learns_the_reward_deployed_against_a_demonstration():
 
 
 def test_reference_returns_and_accuracy_score_each_video_against_the_reference():
-    videos, quality = _task(n=12)
+    videos, _ = _task(n=12)
     reference = _expert()
     triplets = Triplets(np.array([0, 3, 5]), np.array([1, 4, 0]), np.array([2, 0, 3]), np.array([False, False, True]))
     model = _projection()
