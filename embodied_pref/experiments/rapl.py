@@ -557,13 +557,20 @@ def run_rapl_experiment(config: RaplExperimentConfig) -> dict:
                 ablation_rows += [{**r, "arm": name} for r in rows if r["task"] == task and r["budget"] == config.ablation_budget
                                   and r["method"] in LEARNED]
                 continue
-            arm_initial = runner.initial_encoder(arm, data)
-            arm_start = runner.tcc(arm_initial, data, task, f"tcc_{name}") if arm.start_from_tcc else arm_initial
-            arm_inputs = runner.inputs(arm, arm_start, data)
-            for seed, budget, scores, _ in runner.learned(task, data, arm, arm_start, arm_inputs, (config.ablation_budget,), name):
+            note = _arm_note(arm, len(data.demos))
+            if dataclasses.replace(arm, anchor=main.anchor) == main:  # only RAPL's loss differs: main's encoder, inputs and RLHF serve
+                ablation_rows += [{**r, "arm": name, "note": note} for r in rows if r["task"] == task
+                                  and r["budget"] == config.ablation_budget and r["method"] == "rlhf"]
+                arm_start, arm_inputs, methods = start, main_inputs, ("rapl",)
+            else:
+                arm_initial = runner.initial_encoder(arm, data)
+                arm_start = runner.tcc(arm_initial, data, task, f"tcc_{name}") if arm.start_from_tcc else arm_initial
+                arm_inputs, methods = runner.inputs(arm, arm_start, data), LEARNED
+            for seed, budget, scores, _ in runner.learned(task, data, arm, arm_start, arm_inputs, (config.ablation_budget,), name,
+                                                          methods):
                 for method, method_scores in scores.items():
                     for emb, m in _metrics(method_scores, data, test_triplets).items():
-                        ablation_rows.append({"task": task, "arm": name, "note": _arm_note(arm, len(data.demos)),
+                        ablation_rows.append({"task": task, "arm": name, "note": note,
                                               "embodiment": emb, "method": method, "seed": seed, "budget": budget, **m})
         if not ctx.is_main:
             continue
@@ -653,9 +660,9 @@ class _Runner:
                        compute(data.reference[None])[0])
 
     def learned(self, task: str, data: _TaskData, arm: _Arm, start: FrameEncoder, inputs: _Inputs,
-                budgets: tuple[int, ...], name: str):
+                budgets: tuple[int, ...], name: str, methods: tuple[str, ...] = LEARNED):
         """Yields (seed, budget, scores {method: {embodiment: (N,) returns}}, frame pipelines
-        {method: module}) for RAPL and RLHF trained on each seed's triplets of `inputs`."""
+        {method: module}) for `methods` (RAPL, RLHF) trained on each seed's triplets of `inputs`."""
         config = self.config
         frozen = arm.inputs == "features"
         if frozen:
@@ -672,17 +679,20 @@ class _Runner:
                 rapl_model = _Embedding(encoders[0], copy.deepcopy(start.projection).requires_grad_(True), arm.inputs)
                 for encoder in encoders:  # RAPL trains a copy of it, RLHF a scalar head: DDP needs every trainable parameter used
                     encoder.projection.requires_grad_(False)
-                rlhf_model = _Embedding(encoders[1], FrameRewardHead(start.feature_dim), arm.inputs)
+                rlhf_model = _Embedding(encoders[1], FrameRewardHead(start.feature_dim), arm.inputs) if "rlhf" in methods else None
                 ckpt = config.out / "checkpoints" / task / name / f"seed{seed}_n{budget}"
                 train_alignment(rapl_model, inputs.train, triplets, AlignmentConfig(loss="rapl", ot=self.ot, anchor=arm.anchor, optim=dataclasses.replace(
                     optim, epochs=_steps_to_epochs(config.alignment_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rapl")),
                     reference=inputs.reference)
-                train_rlhf(rlhf_model, inputs.train, triplets, RLHFConfig(dataclasses.replace(
-                    optim, epochs=_steps_to_epochs(config.rlhf_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rlhf")))
-                embed_rlhf = self.embed_with(rlhf_model)
-                scores = {"rapl": _ot_scores(self.embed_with(rapl_model), inputs, self.ot),
-                          "rlhf": {emb: embed_rlhf(x).sum(1).numpy() for emb, x in inputs.tests.items()}}
-                yield seed, budget, scores, {"rapl": rapl_model.on_frames(), "rlhf": rlhf_model.on_frames()}
+                scores = {"rapl": _ot_scores(self.embed_with(rapl_model), inputs, self.ot)}
+                pipelines = {"rapl": rapl_model.on_frames()}
+                if rlhf_model is not None:
+                    train_rlhf(rlhf_model, inputs.train, triplets, RLHFConfig(dataclasses.replace(
+                        optim, epochs=_steps_to_epochs(config.rlhf_steps, budget, config.batch_size), checkpoint_dir=ckpt / "rlhf")))
+                    embed_rlhf = self.embed_with(rlhf_model)
+                    scores["rlhf"] = {emb: embed_rlhf(x).sum(1).numpy() for emb, x in inputs.tests.items()}
+                    pipelines["rlhf"] = rlhf_model.on_frames()
+                yield seed, budget, scores, pipelines
 
 
 def _reward_for(method: str, model: nn.Module, reference: torch.Tensor, ot: OTRewardConfig, horizon: int | None) -> Any:

@@ -102,6 +102,12 @@ def test_experiment_fine_tunes_the_tail_and_reports_every_ablation_arm(tmp_path)
     main = {(r["method"], r["embodiment"], r["seed"]): r["spearman"] for r in result["rows"] if r["method"] in rapl.LEARNED}
     frozen = {(r["method"], r["embodiment"], r["seed"]): r["spearman"] for r in result["ablation"] if r["arm"] == "imagenet-frozen"}
     assert frozen == main  # the quick encoder is that arm: its rows are reused, not retrained
+    positive = {(r["method"], r["embodiment"], r["seed"]): r["spearman"] for r in result["ablation"]
+                if r["arm"] == "imagenet-frozen-positive"}
+    # Only RAPL's loss differs in that arm: RLHF's rows are the main ones, RAPL's are retrained.
+    assert {k: v for k, v in positive.items() if k[0] == "rlhf"} == {k: v for k, v in main.items() if k[0] == "rlhf"}
+    assert {k: v for k, v in positive.items() if k[0] == "rapl"} != {k: v for k, v in main.items() if k[0] == "rapl"}
+    assert not (tmp_path / "checkpoints/xmagical-avoid/imagenet-frozen-positive/seed0_n6/rlhf").exists()
     table = (tmp_path / "table.md").read_text()
     assert all(f"| {arm} | rapl |" in table for arm in arms)
 
