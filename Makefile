@@ -36,6 +36,7 @@ bench: setup
 	$(PY) bench/policy.py --quick
 	$(PY) bench/ot.py
 	$(PY) bench/ui.py
+	$(PY) bench/video_memory.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -3,10 +3,20 @@
 ```
 <dir>/dataset.sqlite            queries, labels, annotators, clips, trajectory index, meta
 <dir>/trajectories/<id>.npz     observations (T+1, D) f32, actions (T, A) f32,
-                                rewards (T,) f32 (optional), frames (T+1, H, W, 3) u8 (optional)
+                                rewards (T,) f32 (optional), and either
+                                frames (T+1, H, W, 3) u8 (frames in memory when stored), or
+                                frame_indices (T+1,) i64 + frame_pointer (T+1, 3) f32
+                                (optional) for frames in videos/<id>.mp4
+<dir>/videos/<id>.mp4           a video-backed trajectory's recording, copied byte for byte
 <dir>/previews/<clip_id>.mp4    H.264 previews for the labeling UI
 <dir>/instructions.md           task instructions shown to people (optional)
 ```
+
+A video-backed trajectory (frames given as a ``VideoFrames``) keeps its frames in the mp4:
+``frame_indices[t]`` is the video frame shown at step t, ``frame_pointer[t]`` the mouse
+cursor drawn on it (x, y, size in video pixels; NaN x: none), and the index row records the
+mp4, its size in bytes and sha256 and the size frames are decoded to (``frame_height``,
+``frame_width``). Loading it decodes nothing; clips and previews decode only their frames.
 
 Labels are paid for, so every write is atomic and durable: SQLite runs in WAL mode with
 ``synchronous=FULL`` and each label is its own committed transaction; array and video files
@@ -43,15 +53,19 @@ from embodied_pref.data import (
     Trajectory,
     check_id,
 )
-from embodied_pref.durable import fsync_dir, fsync_file, temp_path, write_atomic
+from embodied_pref.data.video import VideoError, VideoFrames, frame_count, write_video
+from embodied_pref.durable import fsync_dir, temp_path, write_atomic
 
 if TYPE_CHECKING:
     from imitation.data.types import TrajectoryWithRew
 
 DB_FILE = "dataset.sqlite"
 TRAJECTORY_DIR = "trajectories"
+VIDEO_DIR = "videos"
 PREVIEW_DIR = "previews"
 INSTRUCTIONS_FILE = "instructions.md"
+PREVIEW_CHUNK = 64
+"""Frames decoded (and encoded) at a time when a preview is written."""
 
 
 def _add_label_ties(conn: sqlite3.Connection) -> None:
@@ -59,7 +73,16 @@ def _add_label_ties(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE labels ADD COLUMN ties TEXT")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_label_ties}
+def _add_trajectory_videos(conn: sqlite3.Connection) -> None:
+    """Format 2 -> 3: a trajectory's frames may live in an mp4 (``video_file``, its
+    ``video_sha256`` and ``video_bytes``); rows stored before keep their frames in npz (NULL)."""
+    for column in ("video_file TEXT", "video_sha256 TEXT", "video_bytes INTEGER"):
+        conn.execute(f"ALTER TABLE trajectories ADD COLUMN {column}")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _add_label_ties, 2: _add_trajectory_videos,
+}
 """``MIGRATIONS[v](conn)`` upgrades a database of format ``v`` to ``v + 1`` in place (inside
 the caller's transaction)."""
 
@@ -84,7 +107,10 @@ _SCHEMA = (
         metadata TEXT NOT NULL,
         file TEXT NOT NULL,
         sha256 TEXT NOT NULL,
-        created_at REAL NOT NULL)""",
+        created_at REAL NOT NULL,
+        video_file TEXT,
+        video_sha256 TEXT,
+        video_bytes INTEGER)""",
     """CREATE TABLE clips (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,
@@ -126,7 +152,8 @@ _SCHEMA = (
 
 _TRAJECTORY_COLUMNS = (
     "id, env_id, seed, embodiment, length, obs_dim, action_dim, has_rewards, has_frames, "
-    "frame_height, frame_width, terminated, metadata, file, sha256, created_at"
+    "frame_height, frame_width, terminated, metadata, file, sha256, created_at, "
+    "video_file, video_sha256, video_bytes"
 )
 _LABEL_COLUMNS = "id, query_id, outcome, ranking, annotator, source, created_at, ties"
 _PAIRWISE_ONLY = frozenset({Outcome.LEFT, Outcome.RIGHT})
@@ -138,15 +165,6 @@ class DatasetError(Exception):
 
     The message names the file and the field.
     """
-
-
-def _pad_even(frames: np.ndarray) -> np.ndarray:
-    """Pad (N, H, W, 3) frames with black at the bottom/right to even H and W (yuv420p)."""
-    _, height, width, _ = frames.shape
-    pad_h, pad_w = height % 2, width % 2
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-    return np.ascontiguousarray(frames)
 
 
 # --- SQLite -------------------------------------------------------------------------------
@@ -219,6 +237,7 @@ class PreferenceDataset:
         root.mkdir(parents=True, exist_ok=True)
         (root / TRAJECTORY_DIR).mkdir(exist_ok=True)
         (root / PREVIEW_DIR).mkdir(exist_ok=True)
+        (root / VIDEO_DIR).mkdir(exist_ok=True)
         conn = _connect(db_path, create=True)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -351,34 +370,60 @@ class PreferenceDataset:
     # --- trajectories ---------------------------------------------------------------------
 
     def add_trajectory(self, trajectory: Trajectory) -> str:
-        """Store a trajectory (npz file + index row) and return its id."""
+        """Store a trajectory (npz file + index row) and return its id.
+
+        Frames given as a ``VideoFrames`` stay encoded: their mp4 is copied byte for byte to
+        ``videos/<id>.mp4`` and the npz holds the frame indices (and cursor pointer). Before
+        anything is written the mp4 is checked to hold every frame the trajectory shows
+        (``DatasetError`` naming the mp4 and field 'frames'). The files and the index row
+        land together or not at all.
+        """
         trajectory = self._checked(Trajectory, trajectory, "trajectory")
         tid = trajectory.id
-        relative = f"{TRAJECTORY_DIR}/{tid}.npz"
-        final = self._root / relative
+        frames = trajectory.frames
         arrays = {"observations": trajectory.observations, "actions": trajectory.actions}
         if trajectory.rewards is not None:
             arrays["rewards"] = trajectory.rewards
-        if trajectory.frames is not None:
-            arrays["frames"] = trajectory.frames
-        tmp = temp_path(final)
-        placed = False
+        video = frames if isinstance(frames, VideoFrames) else None
+        if video is not None:
+            _check_video_frames(video, tid)
+            arrays["frame_indices"] = video.indices
+            if video.pointer is not None:
+                arrays["frame_pointer"] = video.pointer
+        elif frames is not None:
+            arrays["frames"] = frames
+        npz_final = self._root / TRAJECTORY_DIR / f"{tid}.npz"
+        video_relative = f"{VIDEO_DIR}/{tid}.mp4"
+        temps: list[Path] = []
+        placed: list[Path] = []
         try:
-            with open(tmp, "xb") as f:
+            npz_tmp = temp_path(npz_final)
+            temps.append(npz_tmp)
+            with open(npz_tmp, "xb") as f:
                 np.savez_compressed(f, **arrays)
                 f.flush()
                 os.fsync(f.fileno())
-            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+            digest = hashlib.sha256(npz_tmp.read_bytes()).hexdigest()
+            moves = [(npz_tmp, npz_final)]
+            video_row: tuple[str | None, str | None, int | None] = (None, None, None)
+            if video is not None:
+                video_final = self._root / video_relative
+                video_final.parent.mkdir(exist_ok=True)
+                video_tmp = temp_path(video_final, ".mp4")
+                temps.append(video_tmp)
+                video_digest, video_bytes = _copy_hashed(video.path, video_tmp)
+                moves.append((video_tmp, video_final))
+                video_row = (video_relative, video_digest, video_bytes)
             with self._transaction(write=True) as conn:
                 if _exists(conn, "trajectories", tid):
                     raise self._error("id", f"trajectory {tid!r} is already stored")
-                os.replace(tmp, final)
-                placed = True
-                fsync_dir(final.parent)
-                frames = trajectory.frames
+                for tmp, final in moves:
+                    os.replace(tmp, final)
+                    placed.append(final)
+                    fsync_dir(final.parent)
                 conn.execute(
                     f"INSERT INTO trajectories ({_TRAJECTORY_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         tid, trajectory.env_id, trajectory.seed, trajectory.embodiment,
                         trajectory.length, trajectory.observations.shape[1],
@@ -386,13 +431,14 @@ class PreferenceDataset:
                         frames is not None,
                         None if frames is None else frames.shape[1],
                         None if frames is None else frames.shape[2],
-                        trajectory.terminated, json.dumps(trajectory.metadata), relative,
-                        digest, time.time(),
+                        trajectory.terminated, json.dumps(trajectory.metadata),
+                        f"{TRAJECTORY_DIR}/{tid}.npz", digest, time.time(), *video_row,
                     ),
                 )
         except BaseException:
-            tmp.unlink(missing_ok=True)
-            if placed:  # the id was free, so this file is ours alone
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
+            for final in placed:  # the id was free, so these files are ours alone
                 final.unlink(missing_ok=True)
             raise
         return tid
@@ -405,7 +451,8 @@ class PreferenceDataset:
     def trajectory_info(self, trajectory_id: str) -> dict[str, Any]:
         """The index row of a trajectory (no arrays loaded): id, env_id, seed, embodiment,
         length, obs_dim, action_dim, has_rewards, has_frames, frame_height, frame_width,
-        terminated, metadata, file, sha256, created_at."""
+        terminated, metadata, file, sha256, created_at, and video_file, video_sha256,
+        video_bytes (None unless the frames live in an mp4)."""
         with self._transaction(write=False) as conn:
             row = conn.execute(
                 f"SELECT {_TRAJECTORY_COLUMNS} FROM trajectories WHERE id = ?", (trajectory_id,)
@@ -419,7 +466,16 @@ class PreferenceDataset:
         return info
 
     def trajectory(self, trajectory_id: str) -> Trajectory:
-        """Load a trajectory; its arrays are read-only. Verifies the checksum and every field."""
+        """Load a trajectory; its arrays are read-only. Verifies the npz's checksum and every
+        field.
+
+        A video-backed trajectory's frames are a ``VideoFrames`` over the stored mp4, which is
+        checked cheaply here (present, of the recorded size in bytes, holding the frames the
+        trajectory shows); its sha256 is checked by :meth:`verify` only, since hashing a
+        100 MB recording costs ~0.3 s. A damaged mp4 that passes these checks fails at the
+        first decode of a bad frame, with a ``VideoError`` (``DatasetError`` from
+        :meth:`segment` and :meth:`write_preview`) naming the file and the frame index.
+        """
         with self._lock:
             cached = self._cache.get(trajectory_id)
             if cached is not None:
@@ -450,9 +506,6 @@ class PreferenceDataset:
         }
         if info["has_rewards"]:
             expected["rewards"] = ((steps,), np.dtype(np.float32))
-        if info["has_frames"]:
-            shape = (steps + 1, info["frame_height"], info["frame_width"], 3)
-            expected["frames"] = (shape, np.dtype(np.uint8))
         try:
             npz = np.load(io.BytesIO(data), allow_pickle=False)
             names = set(npz.files)
@@ -460,6 +513,13 @@ class PreferenceDataset:
             raise DatasetError(
                 f"{path}: not a readable npz file ({type(err).__name__}: {err}){note}"
             ) from None
+        if info["video_file"] is not None:
+            expected["frame_indices"] = ((steps + 1,), np.dtype(np.int64))
+            if "frame_pointer" in names:
+                expected["frame_pointer"] = ((steps + 1, 3), np.dtype(np.float32))
+        elif info["has_frames"]:
+            shape = (steps + 1, info["frame_height"], info["frame_width"], 3)
+            expected["frames"] = (shape, np.dtype(np.uint8))
         arrays: dict[str, np.ndarray] = {}
         for field, (shape, dtype) in expected.items():
             if field not in names:
@@ -484,12 +544,15 @@ class PreferenceDataset:
             raise DatasetError(f"{path}: field '{field}': not recorded in {self._db_path}{note}")
         if not intact:
             raise DatasetError(f"{path}: checksum mismatch (file corrupt or truncated)")
+        frames = arrays.get("frames")
+        if info["video_file"] is not None:
+            frames = self._open_video(info, arrays)
         try:
             return Trajectory(
                 observations=arrays["observations"],
                 actions=arrays["actions"],
                 rewards=arrays.get("rewards"),
-                frames=arrays.get("frames"),
+                frames=frames,
                 env_id=info["env_id"],
                 seed=info["seed"],
                 embodiment=info["embodiment"],
@@ -499,6 +562,53 @@ class PreferenceDataset:
             )
         except ValueError as err:
             raise DatasetError(f"{path}: {err}") from None
+
+    def _open_video(self, info: dict[str, Any], arrays: dict[str, np.ndarray]) -> VideoFrames:
+        """The frames of a video-backed trajectory, after the cheap checks of its mp4."""
+        path = self._root / info["video_file"]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise DatasetError(
+                f"{path}: file missing (trajectory {info['id']!r} is indexed in {self._db_path})"
+            ) from None
+        if size != info["video_bytes"]:
+            raise DatasetError(
+                f"{path}: field 'video_bytes': {size} bytes, {info['video_bytes']} recorded "
+                "(file truncated or altered)"
+            )
+        try:
+            return VideoFrames(
+                path, indices=arrays["frame_indices"],
+                size=(info["frame_height"], info["frame_width"]),
+                pointer=arrays.get("frame_pointer"),
+            )
+        except VideoError as err:
+            raise DatasetError(f"{err} (trajectory {info['id']!r})") from None
+
+    def verify(self, trajectory_ids: Iterable[str] | None = None) -> None:
+        """Check the sha256 of every stored file of these trajectories (all: None), mp4s
+        included; raises ``DatasetError`` naming the first file that differs from what was
+        stored. Reads every byte, so it costs ~3 ms per MB."""
+        ids = self.trajectory_ids() if trajectory_ids is None else list(trajectory_ids)
+        for tid in ids:
+            info = self.trajectory_info(tid)
+            files = [(info["file"], info["sha256"])]
+            if info["video_file"] is not None:
+                files.append((info["video_file"], info["video_sha256"]))
+            for relative, recorded in files:
+                path = self._root / relative
+                try:
+                    with open(path, "rb") as f:
+                        digest = hashlib.file_digest(f, "sha256").hexdigest()
+                except FileNotFoundError:
+                    raise DatasetError(
+                        f"{path}: file missing (trajectory {tid!r} is indexed in {self._db_path})"
+                    ) from None
+                if digest != recorded:
+                    raise DatasetError(
+                        f"{path}: checksum mismatch (file corrupt or altered since it was stored)"
+                    )
 
     # --- clips ----------------------------------------------------------------------------
 
@@ -547,12 +657,15 @@ class PreferenceDataset:
             return [Clip(*row) for row in rows]
 
     def segment(self, clip: Clip | str) -> Segment:
-        """The arrays of a clip (read-only views into the cached trajectory)."""
+        """The arrays of a clip (read-only views into the cached trajectory; frames of a
+        video-backed trajectory are decoded, only the clip's)."""
         if isinstance(clip, str):
             clip = self.clip(clip)
         trajectory = self.trajectory(clip.trajectory_id)
         try:
             return trajectory.segment(clip.start, clip.length)
+        except VideoError as err:
+            raise DatasetError(f"{err} (clip {clip.id!r})") from None
         except ValueError as err:
             raise DatasetError(f"{self._db_path}: clip {clip.id!r}: {err}") from None
 
@@ -766,15 +879,16 @@ class PreferenceDataset:
             raise DatasetError(f"{self._root / PREVIEW_DIR}: {err}") from None
         return self._root / PREVIEW_DIR / f"{clip_id}.mp4"
 
-    def write_preview(self, clip_id: str, fps: float = 10.0) -> Path:
+    def write_preview(self, clip_id: str, fps: float = 10.0, height: int | None = None) -> Path:
         """Encode the clip's frames ``[start, start+length]`` as an H.264 mp4 (yuv420p,
-        faststart; odd sizes padded with black to even) and return its path."""
-        import imageio_ffmpeg
-
+        faststart; odd sizes padded with black to even; scaled to ``height`` when given, the
+        width keeping the aspect ratio) and return its path. Frames are decoded and encoded
+        ``PREVIEW_CHUNK`` at a time, so a long clip of a video-backed trajectory never sits in
+        memory (a 5-minute 360p episode is 4 GB decoded)."""
         if not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
             raise self._error("fps", f"expected a positive frame rate, found {fps!r}")
         clip = self.clip(clip_id)
-        frames = self.segment(clip).frames
+        frames = self.trajectory(clip.trajectory_id).frames
         if frames is None:
             info = self.trajectory_info(clip.trajectory_id)
             raise self._error(
@@ -783,31 +897,19 @@ class PreferenceDataset:
                 "no preview",
                 file=self._root / info["file"],
             )
-        frames = _pad_even(frames)
+        stop = clip.start + clip.length + 1
+        if stop > len(frames):
+            raise self._error("length", f"clip {clip_id!r} does not fit in trajectory "
+                              f"{clip.trajectory_id!r} of {len(frames) - 1} steps")
+        chunks = (frames[start:min(start + PREVIEW_CHUNK, stop)]
+                  for start in range(clip.start, stop, PREVIEW_CHUNK))
         final = self.preview_path(clip_id)
         final.parent.mkdir(exist_ok=True)
-        tmp = temp_path(final, ".mp4")
         try:
-            writer = imageio_ffmpeg.write_frames(
-                str(tmp), (frames.shape[2], frames.shape[1]), fps=fps, codec="libx264",
-                pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=7, macro_block_size=1,
-                ffmpeg_log_level="error", output_params=["-movflags", "+faststart"],
-            )
-            writer.send(None)
-            for frame in frames:
-                writer.send(frame.tobytes())
-            writer.close()
-            if not tmp.is_file() or tmp.stat().st_size == 0:
-                raise DatasetError(f"{final}: ffmpeg wrote no video")
-            fsync_file(tmp)
-            os.replace(tmp, final)
-        except BaseException as err:
-            tmp.unlink(missing_ok=True)
-            if isinstance(err, Exception) and not isinstance(err, DatasetError):
-                raise DatasetError(f"{final}: encoding the preview failed ({err})") from err
-            raise
-        fsync_dir(final.parent)
-        return final
+            return write_video((frame for chunk in chunks for frame in chunk), final, fps=fps,
+                               height=height)
+        except VideoError as err:
+            raise DatasetError(str(err)) from None
 
     # --- export ---------------------------------------------------------------------------
 
@@ -847,6 +949,41 @@ def _token_hash(token: str) -> str:
 
 def _exists(conn: sqlite3.Connection, table: str, record_id: str) -> bool:
     return conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (record_id,)).fetchone() is not None
+
+
+def _check_video_frames(video: VideoFrames, trajectory_id: str) -> None:
+    """Raise ``DatasetError`` naming the mp4 unless it (still) holds every frame ``video``
+    shows: as many frames as when it was opened, and at least its largest index + 1."""
+    try:
+        available = frame_count(video.path)
+    except VideoError as err:
+        raise DatasetError(f"{err} (field 'frames' of trajectory {trajectory_id!r})") from None
+    needed = int(video.indices.max()) + 1 if len(video.indices) else 0
+    if available != video.source_frame_count or available < needed:
+        raise DatasetError(
+            f"{video.path}: field 'frames': the video has {available} frames, trajectory "
+            f"{trajectory_id!r} needs frames up to index {needed - 1} of the "
+            f"{video.source_frame_count} it had when it was opened"
+        )
+
+
+def _copy_hashed(source: Path, target: Path) -> tuple[str, int]:
+    """Copy ``source`` to the new file ``target`` (fsynced) and return its sha256 and size."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(source, "rb") as src, open(target, "xb") as dst:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                dst.write(chunk)
+                size += len(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+    except FileNotFoundError as err:
+        if not source.exists():
+            raise DatasetError(f"{source}: field 'frames': file missing") from None
+        raise DatasetError(f"{target}: cannot write ({err})") from err
+    return digest.hexdigest(), size
 
 
 def _check_version(conn: sqlite3.Connection, db_path: Path) -> None:

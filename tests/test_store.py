@@ -1,5 +1,8 @@
+import dataclasses
+import hashlib
 import os
 import queue
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -7,11 +10,14 @@ import sys
 import threading
 from pathlib import Path
 
+import av
 import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from embodied_pref.data import FORMAT_VERSION, Clip, Label, Outcome, Query, Trajectory
+import embodied_pref.store
+from embodied_pref.data import FORMAT_VERSION, Clip, Label, Outcome, Query, Trajectory, new_id
+from embodied_pref.data.video import VideoFrames, write_video
 from embodied_pref.store import DatasetError, PreferenceDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,16 +209,26 @@ def test_ranking_ties_round_trip_and_validation(filled):
     assert snapshot(ds) == before
 
 
+def downgrade_to_format_2(db: Path) -> None:
+    """Rewrite a dataset's database as format 2 wrote it: no video columns."""
+    with sqlite3.connect(db) as conn:
+        for column in ("video_file", "video_sha256", "video_bytes"):
+            conn.execute(f"ALTER TABLE trajectories DROP COLUMN {column}")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+    conn.close()
+
+
 def test_format_1_dataset_is_migrated_on_open(filled):
     ds, *_, labels = filled
     ds.close()
     db = ds.path / "dataset.sqlite"
-    with sqlite3.connect(db) as conn:  # what format 1 wrote: no ties column
+    downgrade_to_format_2(db)
+    with sqlite3.connect(db) as conn:  # what format 1 wrote: no ties column either
         conn.execute("ALTER TABLE labels DROP COLUMN ties")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
     conn.close()
     with PreferenceDataset.open(ds.path) as migrated:
-        assert migrated.get_meta("format_version") == FORMAT_VERSION == 2
+        assert migrated.get_meta("format_version") == FORMAT_VERSION == 3
         assert migrated.labels() == labels
         triplet = migrated.queries()[1]
         migrated.add_label(Label(triplet.id, "ranking", ranking=(0, 2, 1), ties=(0,)))
@@ -486,3 +502,258 @@ def test_sigkill_loses_no_acknowledged_label(tmp_path):
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     conn.close()
+
+
+# --- video-backed trajectories ----------------------------------------------------------------
+
+
+def write_recording(path: Path, frames: int = 60, seed: int = 0) -> Path:
+    """A lossy 64×96 H.264 recording of a drifting, noisy pattern, a keyframe every 10 frames."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:64, 0:96]
+    images = [
+        np.stack([(3 * x + 5 * t) % 256, (4 * y + 3 * t) % 256,
+                  rng.integers(0, 64, size=(64, 96))], axis=-1).astype(np.uint8)
+        for t in range(frames)
+    ]
+    return write_video(images, path, fps=20, gop=10)
+
+
+def video_trajectory(frames, steps: int | None = None, seed: int = 0) -> Trajectory:
+    steps = len(frames) - 1 if steps is None else steps
+    rng = np.random.default_rng(seed)
+    return Trajectory(
+        observations=rng.normal(size=(steps + 1, 4)), actions=rng.normal(size=(steps, 2)),
+        rewards=rng.normal(size=steps), frames=frames, env_id="Recording-v0", seed=seed,
+    )
+
+
+def decode_file(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.fixture
+def recording(tmp_path):
+    return write_recording(tmp_path / "source.mp4")
+
+
+def test_video_backed_trajectory_decodes_like_the_npz_path(tmp_path, recording):
+    indices = np.r_[0:10, 20:51]  # the recording dropped frames 10..19: 41 frames, 40 steps
+    pointer = np.full((41, 3), np.nan, dtype=np.float32)
+    pointer[3:6] = (40, 20, 12)
+    frames = VideoFrames(recording, indices=indices, size=(32, 48), pointer=pointer)
+    on_video = video_trajectory(frames)
+    in_npz = dataclasses.replace(on_video, frames=np.asarray(frames), id=new_id())
+    with PreferenceDataset.create(tmp_path / "ds") as ds:
+        ds.add_trajectory(on_video)
+        ds.add_trajectory(in_npz)
+        clips = [Clip(on_video.id, 2, 10), Clip(in_npz.id, 2, 10)]
+        ds.add_clips(clips)
+    with PreferenceDataset.open(tmp_path / "ds") as ds:
+        stored = ds.path / "videos" / f"{on_video.id}.mp4"
+        assert stored.read_bytes() == recording.read_bytes()  # copied, not re-encoded
+        assert sorted(p.name for p in stored.parent.iterdir()) == [stored.name]
+        info = ds.trajectory_info(on_video.id)
+        assert info["video_file"] == f"videos/{on_video.id}.mp4"
+        assert info["video_sha256"] == hashlib.sha256(recording.read_bytes()).hexdigest()
+        assert info["video_bytes"] == recording.stat().st_size
+        assert (info["has_frames"], info["frame_height"], info["frame_width"]) == (True, 32, 48)
+        assert ds.trajectory_info(in_npz.id)["video_file"] is None
+        loaded, npz_loaded = ds.trajectory(on_video.id), ds.trajectory(in_npz.id)
+        assert isinstance(loaded.frames, VideoFrames) and loaded.frames.path == stored
+        assert isinstance(npz_loaded.frames, np.ndarray)
+        np.testing.assert_array_equal(loaded.frames.indices, indices)
+        np.testing.assert_array_equal(loaded.frames.pointer, pointer)
+        np.testing.assert_array_equal(loaded.observations, on_video.observations)
+        np.testing.assert_array_equal(np.asarray(loaded.frames), npz_loaded.frames)
+        from_video, from_npz = ds.segment(clips[0]), ds.segment(clips[1])
+        assert isinstance(from_video.frames, np.ndarray)
+        assert from_video.frames.shape == (11, 32, 48, 3)
+        np.testing.assert_array_equal(from_video.frames, from_npz.frames)
+        np.testing.assert_array_equal(from_video.frames, npz_loaded.frames[2:13])
+        np.testing.assert_array_equal(from_video.actions, on_video.actions[2:12])
+
+
+def test_clips_and_previews_decode_only_their_frames(tmp_path, recording, monkeypatch):
+    traj = video_trajectory(VideoFrames(recording, indices=np.arange(0, 60, 2)))
+    decoded: list[int] = []
+    decode = VideoFrames._decode
+    monkeypatch.setattr(VideoFrames, "_decode",
+                        lambda self, source: decoded.append(source) or decode(self, source))
+    with PreferenceDataset.create(tmp_path / "ds") as ds:
+        ds.add_trajectory(traj)
+        clip = Clip(traj.id, 10, 6)
+        ds.add_clips([clip])
+        path = ds.write_preview(clip.id, fps=5)
+        assert decoded == list(range(20, 33, 2))  # steps [10, 16] show video frames 20..32
+        assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+    preview = decode_file(path)
+    source = decode_file(recording)
+    assert preview.shape == (7, 64, 96, 3)
+    assert np.abs(preview.astype(float) - source[20:33:2]).mean() < 8  # re-encoded, close
+    assert np.abs(preview.astype(float) - source[40:53:2]).mean() > 30
+
+
+def test_long_preview_streams_in_chunks_and_scales(tmp_path, recording, monkeypatch):
+    traj = video_trajectory(VideoFrames(recording))
+    largest: list[int] = []
+    getitem = VideoFrames.__getitem__
+    monkeypatch.setattr(VideoFrames, "__getitem__",
+                        lambda self, key: largest.append(len(out := getitem(self, key))) or out)
+    monkeypatch.setattr("embodied_pref.store.PREVIEW_CHUNK", 16)
+    with PreferenceDataset.create(tmp_path / "ds") as ds:
+        ds.add_trajectory(traj)
+        clip = Clip(traj.id, 5, traj.length - 5)
+        ds.add_clips([clip])
+        path = ds.write_preview(clip.id, fps=5, height=32)
+        with pytest.raises(DatasetError, match="field 'height'"):
+            ds.write_preview(clip.id, height=1)
+    assert max(largest) == 16  # never the whole clip at once
+    preview = decode_file(path)
+    assert preview.shape == (traj.length - 4, 32, 48, 3)  # 64×96 halved, every frame kept
+    source = decode_file(recording)[5:, ::2, ::2].astype(float)
+    assert np.abs(preview.astype(float) - source).mean() < 10
+
+
+def test_short_or_damaged_videos_store_nothing(filled, tmp_path):
+    ds, trajs, *_ = filled
+    before = snapshot(ds)
+    short = write_recording(tmp_path / "short.mp4", frames=20)
+    with pytest.raises(ValueError, match=f"field 'frames': expected 41 frames.* in {short}"):
+        video_trajectory(VideoFrames(short), steps=40)
+
+    def refused(damage, expected: str) -> None:
+        path = write_recording(tmp_path / f"{damage.__name__}.mp4")
+        traj = video_trajectory(VideoFrames(path))
+        damage(path)
+        with pytest.raises(DatasetError, match=f"{path}: {expected}"):
+            ds.add_trajectory(traj)
+
+    def shortened(path):  # replaced by a shorter recording after it was opened
+        write_recording(path, frames=30)
+
+    def truncated(path):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+
+    def header_overwritten(path):
+        data = path.read_bytes()
+        path.write_bytes(bytes(64) + data[64:])
+
+    def removed(path):
+        path.unlink()
+
+    refused(shortened, "field 'frames': the video has 30 frames")
+    refused(truncated, "field 'frames': the video has [0-9]+ frames")
+    refused(header_overwritten, "not a readable video file.*field 'frames'")
+    refused(removed, "file missing.*field 'frames'")
+    assert snapshot(ds) == before
+    assert list((ds.path / "videos").iterdir()) == []
+    assert sorted(p.name for p in (ds.path / "trajectories").iterdir()) == sorted(
+        f"{t.id}.npz" for t in trajs)
+    with PreferenceDataset.open(ds.path) as again:  # still readable
+        assert snapshot(again) == before
+        for traj in trajs:
+            assert_same_trajectory(again.trajectory(traj.id), traj)
+
+
+def test_failed_video_add_leaves_neither_file_nor_row(tmp_path, recording, monkeypatch):
+    traj = video_trajectory(VideoFrames(recording))
+    ds = PreferenceDataset.create(tmp_path / "ds")
+    synced: list[Path] = []
+
+    def fsync_dir_then_fail(path: Path) -> None:
+        synced.append(path)
+        if len(synced) == 2:  # both files are in place, the row is not yet written
+            raise OSError("disk gone")
+
+    monkeypatch.setattr(embodied_pref.store, "fsync_dir", fsync_dir_then_fail)
+    with pytest.raises(OSError, match="disk gone"):
+        ds.add_trajectory(traj)
+    monkeypatch.undo()
+    assert synced == [ds.path / "trajectories", ds.path / "videos"]
+    assert ds.trajectory_ids() == []
+    assert list((ds.path / "videos").iterdir()) == []
+    assert list((ds.path / "trajectories").iterdir()) == []
+    ds.add_trajectory(traj)
+    stored = ds.path / "videos" / f"{traj.id}.mp4"
+    impostor = video_trajectory(VideoFrames(write_recording(tmp_path / "other.mp4", seed=1)))
+    with pytest.raises(DatasetError, match="field 'id'"):
+        ds.add_trajectory(dataclasses.replace(impostor, id=traj.id))
+    assert stored.read_bytes() == recording.read_bytes()
+    assert sorted(p.name for p in stored.parent.iterdir()) == [stored.name]
+    ds.close()
+
+
+def test_stored_video_altered_afterwards_is_detected(tmp_path, recording):
+    traj, other = video_trajectory(VideoFrames(recording)), make_trajectory(1)
+    clip = Clip(traj.id, 30, 5)
+    with PreferenceDataset.create(tmp_path / "ds") as ds:
+        ds.add_trajectory(traj)
+        ds.add_trajectory(other)
+        ds.add_clips([clip])
+        ds.verify()
+    stored = tmp_path / "ds" / "videos" / f"{traj.id}.mp4"
+    original = stored.read_bytes()
+
+    def load_error() -> str:
+        with PreferenceDataset.open(tmp_path / "ds") as fresh:
+            with pytest.raises(DatasetError) as info:
+                fresh.trajectory(traj.id)
+            assert_same_trajectory(fresh.trajectory(other.id), other)
+        return str(info.value)
+
+    stored.write_bytes(original[: len(original) // 2])
+    assert f"{stored}: field 'video_bytes'" in load_error()
+    stored.unlink()
+    assert f"{stored}: file missing" in load_error()
+    start = original.index(b"mdat") + 8  # same size, the coded pictures zeroed
+    stored.write_bytes(original[:start] + bytes(len(original) - start))
+    with PreferenceDataset.open(tmp_path / "ds") as fresh:
+        assert isinstance(fresh.trajectory(traj.id).frames, VideoFrames)  # the cheap checks pass
+        with pytest.raises(DatasetError, match=f"{stored}: checksum mismatch"):
+            fresh.verify()
+        fresh.verify([other.id])
+        with pytest.raises(DatasetError, match=f"{stored}: frame 30: cannot decode"):
+            fresh.segment(clip.id)
+        with pytest.raises(DatasetError, match=f"{stored}: frame 30: cannot decode"):
+            fresh.write_preview(clip.id)
+        assert not fresh.preview_path(clip.id).exists()
+        assert fresh.clips() == [clip]
+    stored.write_bytes(original)
+    with PreferenceDataset.open(tmp_path / "ds") as fresh:
+        fresh.verify()
+        np.testing.assert_array_equal(fresh.segment(clip.id).frames, decode_file(recording)[30:36])
+
+
+def test_format_2_dataset_is_migrated_to_3_and_takes_videos(filled, recording):
+    ds, trajs, clips, queries, labels = filled
+    ds.close()
+    db = ds.path / "dataset.sqlite"
+    downgrade_to_format_2(db)
+    shutil.rmtree(ds.path / "videos")  # format 2 had no videos directory
+
+    def columns() -> set[str]:
+        with sqlite3.connect(db) as conn:
+            found = {row[1] for row in conn.execute("PRAGMA table_info(trajectories)")}
+        conn.close()
+        return found
+
+    assert "video_file" not in columns()
+    with PreferenceDataset.open(ds.path) as migrated:
+        assert migrated.get_meta("format_version") == FORMAT_VERSION == 3
+        assert {"video_file", "video_sha256", "video_bytes"} <= columns()
+        for traj in trajs:
+            assert_same_trajectory(migrated.trajectory(traj.id), traj)
+            assert migrated.trajectory_info(traj.id)["video_file"] is None
+        assert (migrated.clips(), migrated.queries(), migrated.labels()) == (clips, queries, labels)
+        np.testing.assert_array_equal(migrated.segment(clips[1].id).frames, trajs[0].frames[8:13])
+        video = video_trajectory(VideoFrames(recording))
+        migrated.add_trajectory(video)
+        migrated.verify()
+    with PreferenceDataset.open(ds.path) as again:
+        np.testing.assert_array_equal(np.asarray(again.trajectory(video.id).frames),
+                                      decode_file(recording))

@@ -4,6 +4,8 @@
 Trajectory ──cut──▶ Clip (trajectory_id, start, length) ──▶ Query (2 or 3 clips) ──▶ Label
 ```
 
+A trajectory's frames are an in-memory array or a ``VideoFrames`` over an mp4 (decoded on
+demand, see ``embodied_pref.data.video``); a ``Segment`` always holds decoded arrays.
 All classes are frozen dataclasses validated in ``__post_init__``; a bad value raises
 ``ValueError`` naming the field, what was expected and what was found. Ids are short
 strings of ``[A-Za-z0-9_-]`` (uuid4 hex by default) because they also name files on disk.
@@ -23,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 2
+from embodied_pref.data.video import VideoFrames
+
+FORMAT_VERSION = 3
 """Version of the on-disk dataset format (see ``embodied_pref.store``)."""
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -95,10 +99,11 @@ def _float_array(field: str, value: Any, ndim: int, allow_none: bool = False) ->
     return arr
 
 
-def _frames_array(field: str, value: Any) -> np.ndarray | None:
-    """Coerce to a (N, H, W, 3) uint8 array; integer input must lie in [0, 255]."""
-    if value is None:
-        return None
+def _frames_array(field: str, value: Any, allow_video: bool) -> np.ndarray | VideoFrames | None:
+    """Coerce to a (N, H, W, 3) uint8 array; integer input must lie in [0, 255]. A
+    ``VideoFrames`` stays as it is if ``allow_video``, else it is decoded."""
+    if value is None or (allow_video and isinstance(value, VideoFrames)):
+        return value
     arr = np.asarray(value)
     if arr.dtype != np.uint8:
         if arr.dtype.kind not in "iu":
@@ -122,7 +127,7 @@ def _coerce_step_arrays(obj: Segment | Trajectory) -> None:
     observations = _float_array("observations", obj.observations, 2)
     actions = _float_array("actions", obj.actions, 2)
     rewards = _float_array("rewards", obj.rewards, 1, allow_none=True)
-    frames = _frames_array("frames", obj.frames)
+    frames = _frames_array("frames", obj.frames, allow_video=isinstance(obj, Trajectory))
     _set(obj, "observations", observations)
     _set(obj, "actions", actions)
     _set(obj, "rewards", rewards)
@@ -142,9 +147,10 @@ def _coerce_step_arrays(obj: Segment | Trajectory) -> None:
             f"field 'rewards': expected shape ({steps},), found {tuple(rewards.shape)}"
         )
     if frames is not None and frames.shape[0] != steps + 1:
+        source = f" in {frames.path}" if isinstance(frames, VideoFrames) else ""
         raise ValueError(
             f"field 'frames': expected {steps + 1} frames (actions + 1), "
-            f"found shape {tuple(frames.shape)}"
+            f"found shape {tuple(frames.shape)}{source}"
         )
 
 
@@ -186,7 +192,8 @@ class Trajectory:
     - ``observations``: (T+1, D) float32 state observations, including the final next state.
     - ``actions``: (T, A) float32.
     - ``rewards``: (T,) float32 ground-truth reward, or None if the domain has none.
-    - ``frames``: (T+1, H, W, 3) uint8 rendered frames, or None.
+    - ``frames``: (T+1, H, W, 3) uint8 rendered frames (an array, or a ``VideoFrames`` that
+      decodes them from an mp4 on demand), or None.
     - ``metadata``: JSON-serializable free-form mapping.
 
     Arrays are coerced to float32/uint8; NaN or inf in observations/actions/rewards is rejected.
@@ -195,7 +202,7 @@ class Trajectory:
     observations: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray | None
-    frames: np.ndarray | None = None
+    frames: np.ndarray | VideoFrames | None = None
     env_id: str = ""
     seed: int | None = None
     embodiment: str = ""
@@ -230,7 +237,10 @@ class Trajectory:
         return int(self.actions.shape[0])
 
     def segment(self, start: int, length: int) -> Segment:
-        """The steps ``start .. start+length-1``: observations/frames ``[start, start+length]``."""
+        """The steps ``start .. start+length-1``: observations/frames ``[start, start+length]``.
+
+        Video-backed frames are decoded here, and only the clip's.
+        """
         if not isinstance(start, (int, np.integer)) or start < 0:
             raise ValueError(f"field 'start': expected an int >= 0, found {start!r}")
         if not isinstance(length, (int, np.integer)) or length < 1:
