@@ -13,7 +13,10 @@ Rules:
   the order they were stored; a query handed to an annotator is theirs until answered;
 - when nothing is left, ``batch_size`` new queries are selected from the clips that have a
   preview, never a set of clips asked before: uniformly, or by ensemble disagreement once a
-  reward model exists (uniformly if the clips of the commonest length cannot fill a query).
+  reward model exists (uniformly if the clips of the commonest length cannot fill a query);
+- in an agent-ranking campaign (dataset meta ``agent_ranking``, see
+  ``embodied_pref.agent_ranking``) new queries are instead the TrueSkill pair choice's buffer:
+  two agents' episodes of the same task and seed, highest expected σ² decrease first.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from embodied_pref.data import Label, Outcome, Query
+from embodied_pref.agent_ranking import BUFFER_SIZE, CAMPAIGN_META_KEY, campaign_queries
+from embodied_pref.data import Clip, Label, Outcome, Query
 from embodied_pref.gathering import TRIPLET_PAIRS
 from embodied_pref.query_selection import asked_sets, distinct_sets, pair_scores, select_pairs
 from embodied_pref.reward_nets import RewardEnsemble
@@ -242,10 +246,18 @@ class LabelQueue:
     # --- new queries ------------------------------------------------------------------------
 
     def _generate(self) -> bool:
-        """Select and store up to ``batch_size`` new queries, never a set of clips asked
-        before; False if the clips with a preview cannot make a new one."""
+        """Select and store up to ``batch_size`` new queries (a campaign's ``buffer_size``),
+        never a set of clips asked before; False if the clips with a preview cannot make a
+        new one."""
         k = self.config.clips_per_query
         clips = [c for c in self.dataset.clips() if self.dataset.preview_path(c.id).is_file()]
+        campaign = self.dataset.get_meta(CAMPAIGN_META_KEY)
+        if campaign is not None:
+            if k != 2:
+                return False
+            top_k = int(campaign.get("buffer_size", BUFFER_SIZE))
+            return self._store(campaign_queries(self.dataset, self._rng, top_k=top_k,
+                                                clip_ids=[c.id for c in clips]), clips)
         method = "disagreement" if (self.config.selection == "disagreement"
                                     and self.ensemble is not None) else "uniform"
         if method == "disagreement":  # one stacked pool needs one clip length
@@ -274,13 +286,17 @@ class LabelQueue:
                               for a, b in TRIPLET_PAIRS], axis=0)
             top = np.argsort(-scores, kind="stable")[:n]
             rows, scores = rows[top], scores[top]
-        if not len(rows):
-            return False
         queries = [
             Query(tuple(ids[i] for i in row), selector=method,
                   score=None if np.isnan(score) else float(score))
             for row, score in zip(rows, scores)
         ]
+        return self._store(queries, clips)
+
+    def _store(self, queries: list[Query], clips: list[Clip]) -> bool:
+        """Store new queries (over ``clips``, which have previews); False if there are none."""
+        if not queries:
+            return False
         self.dataset.add_queries(queries)
         for query in queries:
             self._queries[query.id] = query
