@@ -1,5 +1,6 @@
 """Environment throughput: steps/s with random actions and frames/s of `render()` for every
-registered env of ours, and the X-MAGICAL wrapper against raw x-magical in the same process.
+registered env of ours, and the X-MAGICAL and Crafter wrappers against raw x-magical and raw
+crafter in the same process.
 
     .venv/bin/python bench/env_throughput.py [--steps 1000] [--filter XMagical]
 """
@@ -12,6 +13,8 @@ import time
 import gymnasium
 import numpy as np
 
+import crafter
+import envs.crafter
 import envs.franka  # noqa: F401  (registers the ids)
 import envs.xmagical
 from envs.xmagical.sweep_to_top import EPISODE_STEPS, FPS, PHYS_ITER, PHYS_STEPS
@@ -57,6 +60,28 @@ def raw_xmagical_rate(embodiment: str, steps: int, res: int) -> float:
     env.close()
     return rate
 
+def crafter_rates(observation: str, steps: int, seed: int = 0) -> tuple[float, float]:
+    """(ours steps/s, raw crafter.Env steps/s) under the same random actions from the same
+    seed, stepped alternately so that both see the same machine load; resets are not timed."""
+    actions = np.random.default_rng(seed).integers(0, len(envs.crafter.ACTIONS), size=steps)
+    ours = gymnasium.make(envs.crafter.env_id("achieve", observation))
+    raw = crafter.Env(seed=seed, length=envs.crafter.EPISODE_STEPS)
+    ours.reset(seed=seed)
+    raw.reset()
+    ours_time = raw_time = 0.0
+    for action in actions:
+        start = time.perf_counter()
+        _, _, terminated, truncated, _ = ours.step(np.array([action]))
+        ours_time += time.perf_counter() - start
+        start = time.perf_counter()
+        _, _, done, _ = raw.step(int(action))
+        raw_time += time.perf_counter() - start
+        if terminated or truncated:
+            ours.reset()
+        if done:
+            raw.reset()
+    return steps / ours_time, steps / raw_time
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=1000)
@@ -78,6 +103,12 @@ def main() -> None:
         raw_tiny = raw_xmagical_rate(embodiment, args.steps, 1)
         print(f"| {embodiment} | {ours:,.0f} | {raw_default:,.0f} | {raw_tiny:,.0f} | "
               f"{ours / raw_default:.2f} | {ours / raw_tiny:.2f} |")
+
+    print("\n| Crafter | ours steps/s | raw crafter.Env steps/s | ours / raw |")
+    print("|---|---:|---:|---:|")
+    for observation in envs.crafter.OBSERVATIONS:
+        ours, raw = crafter_rates(observation, args.steps)
+        print(f"| {observation} | {ours:,.0f} | {raw:,.0f} | {ours / raw:.2f} |")
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,6 @@
 """The end-to-end demo: the PbRL loop on X-MAGICAL SweepToTop (state), synthetic teacher,
-PPO on the learned reward, compared with PPO on the ground truth and a random policy."""
+PPO on the learned reward, compared with PPO on the ground truth and a random policy (its
+Crafter form is `crafter_demo`)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,10 @@ class DemoConfig:
 
     name: str = "demo"
     """Run name: outputs go to <runs-dir>/<name>/."""
+    task: str = "xmagical-sweep"
+    """xmagical-sweep (SweepToTop), or crafter-achieve / crafter-thrift (Crafter, state
+    observations, embodiment Player; partial-return preferences and PPO only, compared with a
+    random policy, no ground-truth PPO baseline)."""
     runs_dir: Path = Path("runs")
     """Parent directory of runs."""
     embodiment: str = "Gripper"
@@ -168,20 +173,27 @@ def held_out_clips(config: DemoConfig) -> SegmentBatch:
                                np.random.default_rng(config.seed))
 
 
+def open_run(config: DemoConfig, description: str) -> tuple[Path, PreferenceDataset]:
+    """The run directory and its dataset: created, or reopened with --resume."""
+    run_dir = config.runs_dir / config.name
+    dataset_dir = run_dir / "dataset"
+    if dataset_dir.exists() and not config.resume:
+        raise FileExistsError(f"{run_dir}: exists; pass --resume to continue it or choose another --name")
+    dataset = (PreferenceDataset.open(dataset_dir) if dataset_dir.exists()
+               else PreferenceDataset.create(dataset_dir, description=description))
+    return run_dir, dataset
+
+
 def run_demo(config: DemoConfig) -> dict:
+    if config.task != "xmagical-sweep":
+        raise ValueError(f"--task: expected xmagical-sweep (Crafter tasks run through run_crafter_demo), "
+                         f"found {config.task!r}")
     if config.preference_model not in PREFERENCE_MODELS:
         raise ValueError(f"--preference-model: expected one of {PREFERENCE_MODELS}, found {config.preference_model!r}")
     if config.policy not in POLICIES:
         raise ValueError(f"--policy: expected one of {POLICIES}, found {config.policy!r}")
     start = time.monotonic()
-    run_dir = config.runs_dir / config.name
-    dataset_dir = run_dir / "dataset"
-    if dataset_dir.exists() and not config.resume:
-        raise FileExistsError(f"{run_dir}: exists; pass --resume to continue it or choose another --name")
-    dataset = (
-        PreferenceDataset.open(dataset_dir) if dataset_dir.exists()
-        else PreferenceDataset.create(dataset_dir, description=f"demo on SweepToTop-{config.embodiment}")
-    )
+    run_dir, dataset = open_run(config, f"demo on SweepToTop-{config.embodiment}")
     state_env = env_id(config.embodiment, "state")
     print(f"[demo] run directory: {run_dir}")
 
@@ -191,7 +203,7 @@ def run_demo(config: DemoConfig) -> dict:
     def report(record: IterationRecord) -> None:
         print(f"[demo] iteration {record.iteration}: {record.labels} labels, reward val acc "
               f"{record.reward_validation_accuracy:.3f}, policy GT return {record.policy_gt_return:.2f}, "
-              f"success {_or_dash(record.policy_success)}, violation rate {_or_dash(record.policy_violation_rate)} "
+              f"success {or_dash(record.policy_success)}, violation rate {or_dash(record.policy_violation_rate)} "
               f"({time.monotonic() - start:.0f}s)")
 
     if config.preference_model == "regret":
@@ -256,7 +268,7 @@ def run_demo(config: DemoConfig) -> dict:
     rounds = ("| round | labels | reward val acc | policy GT return | success | violation rate |\n"
               "|---:|---:|---:|---:|---:|---:|\n" + "\n".join(
                   f"| {r.iteration} | {r.labels} | {r.reward_validation_accuracy:.3f} | {r.policy_gt_return:.2f} | "
-                  f"{_or_dash(r.policy_success)} | {_or_dash(r.policy_violation_rate)} |" for r in records))
+                  f"{or_dash(r.policy_success)} | {or_dash(r.policy_violation_rate)} |" for r in records))
     plot_curves(
         [r.labels for r in records],
         {"reward validation accuracy": {"learned reward": [[r.reward_validation_accuracy] for r in records]},
@@ -281,5 +293,5 @@ def run_demo(config: DemoConfig) -> dict:
             "learned_return": learned_return, "gt_return": gt_return, "random_return": random_return}
 
 
-def _or_dash(value: float | None) -> str:
+def or_dash(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"

@@ -1,6 +1,6 @@
 """The tasks datasets can be generated for: each names its gymnasium env and its scripted
 demonstrator (quality 0 = uniformly random … 1 = expert; `violate` = good at the task but
-against the hidden preference)."""
+against the hidden preference); and clip pools of scripted episodes for reward learning."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import gymnasium
 import numpy as np
 from tqdm.auto import tqdm
 
+import envs.crafter as crafter
 import envs.franka as franka
 import envs.xmagical as xmagical
 from envs.xmagical import variants as xmagical_variants
 from embodied_pref.data import Trajectory
 from embodied_pref.rollout import Policy, rollout
+from embodied_pref.segments import SegmentBatch, cut_clips, stack_segments
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,25 @@ def _franka(task: str, preference: str) -> TaskSpec:
     )
 
 
+def _crafter(task: str, preference: str) -> TaskSpec:
+    return TaskSpec(
+        env_id=lambda embodiment, observation: crafter.env_id(task, observation),
+        embodiments=("Player",),
+        demonstrator=lambda env, quality, violate, seed: crafter.ScriptedPlayer(env, quality, violate, seed),
+        preference=preference,
+        success=lambda episode: float(episode.metadata["eval_score"]),
+        violates=lambda episode: crafter.violates_preference(task, episode.observations),
+    )
+
+
 TASKS: dict[str, TaskSpec] = {
     "xmagical-sweep": _xmagical("sweep", "debris swept to the top (x-magical's dense reward)"),
     "xmagical-avoid": _xmagical("avoid", "sweep progress, minus a penalty per step inside the off-limits zone"),
     "xmagical-group": _xmagical("group", "sweep progress, minus a penalty on the debris' spread"),
     "franka-group": _franka("group", "objects at the goal and close together; action and collision penalties"),
     "franka-clutter": _franka("clutter", "object at its goal, distractors undisturbed; action and collision penalties"),
+    "crafter-achieve": _crafter("achieve", "+1 per new achievement, -0.5 per health point lost (sleeping near zombies)"),
+    "crafter-thrift": _crafter("thrift", "+1 per new achievement, -0.5 per table or stone placed after the first"),
 }
 
 
@@ -157,3 +172,18 @@ def scripted_episodes(
         return episodes
     finally:
         env.close()
+
+
+def scripted_clips(
+    task: str, embodiment: str, qualities: Sequence[float], seed: int, clip_length: int,
+    clips_per_episode: int, rng: np.random.Generator, violations: Sequence[bool] | None = None,
+) -> SegmentBatch:
+    """`clip_length`-step clips cut at random starts from one scripted episode per quality
+    (seeds seed, seed+1, …); episodes shorter than a clip give none."""
+    episodes = [e for e in scripted_episodes(task, embodiment, qualities, seed, violations=violations)
+                if e.length >= clip_length]
+    if not episodes:
+        raise ValueError(f"clip_length: no episode of task {task!r} lasts {clip_length} steps")
+    by_id = {e.id: e for e in episodes}
+    clips = cut_clips(episodes, clip_length, clips_per_episode, rng)
+    return stack_segments([by_id[c.trajectory_id].segment(c.start, c.length) for c in clips])

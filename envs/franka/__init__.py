@@ -21,6 +21,7 @@ except ImportError:
 from envs.franka.controller import ScriptedPusher
 from envs.franka.push import CONTROLS, OBSERVATIONS, TASKS, FrankaPushEnv, check_choice
 from envs.franka.scene import GOAL_RADIUS
+from envs.registration import register_variants
 
 __all__ = [
     "CONTROLS",
@@ -45,15 +46,7 @@ def env_id(task: str, observation: str) -> str:
 
 
 def _register() -> None:
-    for task in TASKS:
-        for observation in OBSERVATIONS:
-            name = env_id(task, observation)
-            if name not in gymnasium.registry:
-                gymnasium.register(
-                    name,
-                    entry_point=_ENTRY_POINT,
-                    kwargs={"task": task, "observation": observation},
-                )
+    register_variants(env_id, _ENTRY_POINT, task=TASKS, observation=OBSERVATIONS)
     if KITCHEN_ID not in gymnasium.registry:
         gymnasium.register(
             KITCHEN_ID, entry_point="envs.franka.kitchen:KitchenThirdPersonEnv"

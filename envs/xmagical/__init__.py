@@ -7,7 +7,6 @@ the four embodiments; see `env_id`. The environments truncate themselves after
 100 steps (50 for Longstick), so the registrations set no `max_episode_steps`.
 """
 
-import gymnasium
 
 # Must run before anything imports xmagical or pygame; importing any submodule of this
 # package runs this file first.
@@ -27,6 +26,7 @@ from envs.xmagical.variant_demonstrators import (
     make_demonstrator,
 )
 from envs.xmagical.variants import avoid_state_reward, group_state_reward
+from envs.registration import register_variants
 
 __all__ = [
     "EMBODIMENTS",
@@ -58,17 +58,4 @@ def env_id(embodiment: str, observation: str, task: str = "sweep") -> str:
     return f"embodied_pref/XMagical-{_TASK_NAMES[task]}-{embodiment}-{observation.capitalize()}-v0"
 
 
-def _register() -> None:
-    for task in TASKS:
-        for embodiment in EMBODIMENTS:
-            for observation in OBSERVATIONS:
-                name = env_id(embodiment, observation, task)
-                if name not in gymnasium.registry:
-                    gymnasium.register(
-                        name,
-                        entry_point=_ENTRY_POINT,
-                        kwargs={"embodiment": embodiment, "observation": observation, "task": task},
-                    )
-
-
-_register()
+register_variants(env_id, _ENTRY_POINT, task=TASKS, embodiment=EMBODIMENTS, observation=OBSERVATIONS)
