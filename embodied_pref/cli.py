@@ -12,9 +12,13 @@ import numpy as np
 import torch
 import tyro
 
+from embodied_pref.agent_ranking import leaderboard_markdown
+from embodied_pref.data.vpt import VPTImportConfig, import_recordings
 from embodied_pref.evaluation import evaluate_reward
+from embodied_pref.experiments.agent_ranking import AgentRankingConfig, rank_agents
 from embodied_pref.experiments.align_policy import AlignPolicyConfig, run_align_policy
 from embodied_pref.experiments.continuous_regret import ContinuousRegretConfig, run_continuous_regret
+from embodied_pref.experiments.crafter_demo import CRAFTER_TASKS, run_crafter_demo
 from embodied_pref.experiments.demo import DemoConfig, evaluate_policy, run_demo
 from embodied_pref.experiments.env_grid import render_env_grid
 from embodied_pref.experiments.presets import flags_given
@@ -31,6 +35,7 @@ from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.segments import clip_pool, cut_clips
 from embodied_pref.store import PreferenceDataset
+from envs.basalt import flatten_action
 from envs.xmagical import env_id
 from human_ui.annotators import add_annotator
 from human_ui.config import UIConfig
@@ -41,14 +46,20 @@ from policies.ppo import PPOAgent
 def demo(config: Annotated[DemoConfig, tyro.conf.arg(name="")]) -> None:
     """Run the PbRL loop end to end on X-MAGICAL SweepToTop-Gripper (state) with a synthetic
     teacher, then compare PPO on the learned reward with PPO on the ground truth and a random
-    policy. Writes runs/<name>/report.md and PNG plots."""
-    run_demo(config)
+    policy. Writes runs/<name>/report.md and PNG plots.
+
+    With --task crafter-achieve or crafter-thrift it runs on Crafter (state) instead and
+    compares PPO on the learned reward with a random policy by the Crafter score and each
+    achievement's success rate (report.md only). A short run:
+    embodied-pref demo --task crafter-thrift --initial-episodes 8 --loop.iterations 2
+    --loop.policy-steps-per-iteration 2048 --eval-episodes 4"""
+    (run_crafter_demo if config.task in CRAFTER_TASKS else run_demo)(config)
 
 
 def collect(
     dataset: Path,
     task: str = "xmagical-sweep",
-    embodiment: str = "Gripper",
+    embodiment: str | None = None,
     episodes: int = 60,
     qualities: tuple[float, ...] = (0.0, 0.3, 0.6, 0.9),
     violating_fraction: float = 0.0,
@@ -63,8 +74,10 @@ def collect(
 
     Args:
         dataset: Dataset directory.
-        task: xmagical-sweep, xmagical-avoid, xmagical-group, franka-group or franka-clutter.
-        embodiment: X-MAGICAL: Gripper, Shortstick, Mediumstick or Longstick; Franka: Panda.
+        task: xmagical-sweep, xmagical-avoid, xmagical-group, franka-group, franka-clutter,
+            crafter-achieve or crafter-thrift.
+        embodiment: X-MAGICAL: Gripper (default), Shortstick, Mediumstick or Longstick;
+            Franka: Panda; Crafter: Player (the default of each suite).
         episodes: Number of episodes.
         qualities: Demonstrator qualities cycled over episodes (0 random ... 1 expert).
         violating_fraction: Share of episodes whose demonstrator is good at the task but
@@ -78,7 +91,8 @@ def collect(
     """
     if not 0 <= violating_fraction <= 1:
         raise SystemExit(f"--violating-fraction: expected a share in [0, 1], found {violating_fraction}")
-    task_spec(task)  # a misspelt task fails before the dataset is created
+    spec = task_spec(task)  # a misspelt task fails before the dataset is created
+    embodiment = spec.embodiments[0] if embodiment is None else embodiment
     store = PreferenceDataset.open(dataset) if dataset.exists() else PreferenceDataset.create(dataset)
     with store:
         cycle = [qualities[i % len(qualities)] for i in range(episodes)]
@@ -290,6 +304,45 @@ def experiment(
     runners[type(config)](config)
 
 
+def import_vpt(
+    recordings: Path,
+    dataset: Path,
+    config: Annotated[VPTImportConfig, tyro.conf.arg(name="")] = VPTImportConfig(),
+) -> None:
+    """Import OpenAI VPT recordings (MineRL BASALT's demonstrations: <name>.mp4 beside
+    <name>.jsonl in one folder) into a dataset, created if missing. Each recording becomes a
+    trajectory whose frames stay in its mp4 (copied into the dataset, decoded on demand at
+    --size) and whose actions are MineRL's 24-d flat actions (22 buttons, camera pitch/yaw in
+    degrees), cut into clips; label them with `label --ui`. Running it again imports only the
+    recordings not stored yet.
+
+    Args:
+        recordings: Folder of <name>.mp4 + <name>.jsonl pairs.
+        dataset: Dataset directory.
+    """
+    store = PreferenceDataset.open(dataset) if dataset.exists() else PreferenceDataset.create(dataset)
+    with store:
+        summary = import_recordings(recordings, store, flatten_action, config)
+    print(f"{dataset}: {len(summary.trajectory_ids)} recordings stored, {summary.clips} clips cut, "
+          f"{len(summary.already_stored)} stored before, {len(summary.skipped)} skipped")
+    for name, error in summary.skipped.items():
+        print(f"  skipped {name}: {error}")
+
+
+def rank_agents_command(config: Annotated[AgentRankingConfig, tyro.conf.arg(name="")]) -> None:
+    """Rank agents from their episode videos, BASALT-style: people compare two agents'
+    episodes of the same task and seed in the labeling app and TrueSkill ranks the agents.
+    Imports new episodes of --episodes (<task>/<agent>/<seed>.mp4) into <out-dir>/dataset
+    (label it with `label --dataset <out-dir>/dataset --ui`: the queue asks the pairs with the
+    largest expected decrease of σ₁² + σ₂²), rates every stored answer (and BEDD's, with
+    --bedd-answers) and writes <out-dir>/leaderboard.{md,csv,png} and the answers as BEDD's
+    updated_human_answers.json. Run it again after labeling to update the leaderboard."""
+    result = rank_agents(config)
+    print(leaderboard_markdown(result.leaderboard))
+    for path in result.files.values():
+        print(path)
+
+
 def annotators(
     action: tyro.conf.Positional[Literal["add", "list"]],
     dataset: tyro.conf.Positional[Path],
@@ -336,6 +389,8 @@ COMMANDS = {
     "train-policy": train_policy,
     "eval": evaluate,
     "annotators": annotators,
+    "import-vpt": import_vpt,
+    "rank-agents": rank_agents_command,
     "experiment": experiment,
     "env-grid": env_grid,
 }
