@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import envs.legacy_gym  # noqa: F401  (before crafter, which imports gym 0.26)
 import crafter
 import gymnasium
 import numpy as np

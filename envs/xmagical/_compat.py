@@ -16,14 +16,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 # pygame prints a banner on import otherwise.
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-# x-magical needs the unmaintained gym 0.26 for its base class only; its import-time notice
-# (printed to stderr by gym_notices) says to move to gymnasium, which this adapter does.
-try:
-    import gym_notices.notices as _gym_notices
-
-    _gym_notices.notices.clear()
-except ImportError:
-    pass
+import envs.legacy_gym  # noqa: E402,F401  (x-magical needs gym 0.26 for its base class only)
 
 # pymunk 5 prints the path of its chipmunk library on import unless `pymunkoptions` says not to.
 sys.modules.setdefault("pymunkoptions", types.SimpleNamespace(options={"debug": False}))
