@@ -103,13 +103,17 @@ def collect(
                                          env_kwargs=None if layout is None else {"layout": layout})
         for trajectory in trajectories:
             store.add_trajectory(trajectory)
-        clips = cut_clips(trajectories, clip_length, clips_per_episode, np.random.default_rng(seed))
+        # A Crafter player can die before a clip's length: its episode is kept, without clips.
+        long_enough = [t for t in trajectories if t.length >= clip_length]
+        clips = cut_clips(long_enough, clip_length, clips_per_episode, np.random.default_rng(seed))
         store.add_clips(clips)
         if frames:
             for clip in clips:
                 store.write_preview(clip.id)
+        short = len(trajectories) - len(long_enough)
         print(f"{dataset}: +{len(trajectories)} trajectories, +{len(clips)} clips "
-              f"({len(store.trajectory_ids())} trajectories, {len(store.clips())} clips in all)")
+              f"({len(store.trajectory_ids())} trajectories, {len(store.clips())} clips in all)"
+              + (f"; {short} episodes shorter than {clip_length} steps gave no clip" if short else ""))
 
 
 def label(

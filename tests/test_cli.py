@@ -18,6 +18,15 @@ def test_every_command_has_help(capsys):
         assert "usage: embodied-pref " + command in out
 
 
+def test_collect_keeps_episodes_shorter_than_a_clip_without_clips(tmp_path, capsys):
+    dataset = tmp_path / "ds"
+    main(["collect", "--dataset", str(dataset), "--embodiment", "Longstick", "--episodes", "2",
+          "--clip-length", "60"])  # Longstick episodes last 50 steps
+    assert "2 episodes shorter than 60 steps gave no clip" in capsys.readouterr().out
+    with PreferenceDataset.open(dataset) as store:
+        assert len(store.trajectory_ids()) == 2 and store.clips() == []
+
+
 def test_collect_label_train_evaluate(tmp_path, capsys):
     dataset = tmp_path / "ds"
     main(["collect", "--dataset", str(dataset), "--embodiment", "Longstick", "--episodes", "8",
