@@ -248,7 +248,8 @@ def campaign_clips(dataset: PreferenceDataset) -> dict[str, EpisodeRef]:
             if clip.trajectory_id in episodes}
 
 
-_LABEL_OUTCOMES = {Outcome.LEFT: "a", Outcome.RIGHT: "b", Outcome.EQUAL: "draw"}
+LABEL_OUTCOMES = {Outcome.LEFT: "a", Outcome.RIGHT: "b", Outcome.EQUAL: "draw"}
+"""A stored label's outcome -> the comparison's (left is agent_a's episode)."""
 
 
 def campaign_comparisons(dataset: PreferenceDataset,
@@ -259,7 +260,7 @@ def campaign_comparisons(dataset: PreferenceDataset,
     queries = {q.id: q for q in dataset.queries()}
     comparisons = []
     for label in dataset.labels():
-        outcome = _LABEL_OUTCOMES.get(label.outcome)
+        outcome = LABEL_OUTCOMES.get(label.outcome)
         query = queries.get(label.query_id)
         if outcome is None or query is None or len(query.clip_ids) != 2:
             continue

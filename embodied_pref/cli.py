@@ -93,7 +93,7 @@ def collect(
         raise SystemExit(f"--violating-fraction: expected a share in [0, 1], found {violating_fraction}")
     spec = task_spec(task)  # a misspelt task fails before the dataset is created
     embodiment = spec.embodiments[0] if embodiment is None else embodiment
-    store = PreferenceDataset.open(dataset) if dataset.exists() else PreferenceDataset.create(dataset)
+    store = PreferenceDataset.create(dataset, exist_ok=True)
     with store:
         cycle = [qualities[i % len(qualities)] for i in range(episodes)]
         violations = [i < round(violating_fraction * episodes) for i in range(episodes)]
@@ -324,7 +324,7 @@ def import_vpt(
         recordings: Folder of <name>.mp4 + <name>.jsonl pairs.
         dataset: Dataset directory.
     """
-    store = PreferenceDataset.open(dataset) if dataset.exists() else PreferenceDataset.create(dataset)
+    store = PreferenceDataset.create(dataset, exist_ok=True)
     with store:
         summary = import_recordings(recordings, store, flatten_action, config)
     print(f"{dataset}: {len(summary.trajectory_ids)} recordings stored, {summary.clips} clips cut, "

@@ -38,6 +38,7 @@ from embodied_pref.agent_ranking import (
     BUFFER_SIZE,
     CAMPAIGN_META_KEY,
     Comparison,
+    LABEL_OUTCOMES,
     EpisodeRef,
     Leaderboard,
     campaign_clips,
@@ -59,6 +60,8 @@ from human_ui.config import UIConfig
 from human_ui.queue import LabelQueue
 
 _SEED_FILE = re.compile(r"(\d+)\.mp4")
+_ANSWERS = {comparison: outcome.value for outcome, comparison in LABEL_OUTCOMES.items()}
+"""A judge's comparison outcome -> the label outcome the queue stores."""
 
 
 @dataclass(frozen=True)
@@ -226,8 +229,7 @@ def label_with_judge(dataset: PreferenceDataset, judge: NoisyJudge, comparisons:
             break
         first, second = (episodes[c] for c in query.clip_ids)
         outcome = judge.compare(first.agent, second.agent, rng)
-        queue.add_label(annotator, query.id,
-                        {"a": "left", "b": "right", "draw": "equal"}[outcome], source=source)
+        queue.add_label(annotator, query.id, _ANSWERS[outcome], source=source)
         answered += 1
     return answered
 
