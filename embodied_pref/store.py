@@ -80,13 +80,33 @@ def _add_trajectory_videos(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE trajectories ADD COLUMN {column}")
 
 
+def _add_roles_and_leases(conn: sqlite3.Connection) -> None:
+    """Format 3 -> 4: annotators get a ``role`` (existing ones stay annotators) and a
+    ``revoked_at``; the ``leases`` table records which query was handed to whom, until when."""
+    conn.execute("ALTER TABLE annotators ADD COLUMN role TEXT NOT NULL DEFAULT 'annotator' "
+                 f"CHECK (role IN {ROLES!r})")
+    conn.execute("ALTER TABLE annotators ADD COLUMN revoked_at REAL")
+    conn.execute(_LEASES_TABLE)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    1: _add_label_ties, 2: _add_trajectory_videos,
+    1: _add_label_ties, 2: _add_trajectory_videos, 3: _add_roles_and_leases,
 }
 """``MIGRATIONS[v](conn)`` upgrades a database of format ``v`` to ``v + 1`` in place (inside
 the caller's transaction)."""
 
 _RESERVED_META = frozenset({"format_version"})
+
+ROLES = ("annotator", "owner")
+"""An annotator labels and undoes their own labels; an owner also exports every label and
+sees the agreement page."""
+
+_LEASES_TABLE = """CREATE TABLE leases (
+        query_id TEXT NOT NULL REFERENCES queries (id),
+        annotator TEXT NOT NULL,
+        leased_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (query_id, annotator))"""
 
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -143,11 +163,14 @@ _SCHEMA = (
         outcomes=", ".join(f"'{o.value}'" for o in Outcome)
     ),
     "CREATE INDEX labels_by_query ON labels (query_id)",
-    """CREATE TABLE annotators (
+    f"""CREATE TABLE annotators (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         name TEXT NOT NULL UNIQUE,
         token_sha256 TEXT NOT NULL UNIQUE,
-        created_at REAL NOT NULL)""",
+        created_at REAL NOT NULL,
+        role TEXT NOT NULL DEFAULT 'annotator' CHECK (role IN {ROLES!r}),
+        revoked_at REAL)""",
+    _LEASES_TABLE,
 )
 
 _TRAJECTORY_COLUMNS = (
@@ -316,6 +339,10 @@ class PreferenceDataset:
     def description(self) -> str:
         """The description given at creation."""
         return self.get_meta("description", "")
+
+    def write_instructions(self, text: str) -> None:
+        """Replace the task instructions shown to people (``instructions.md``)."""
+        write_atomic(self._root / INSTRUCTIONS_FILE, text.encode("utf-8"))
 
     @property
     def instructions(self) -> str:
@@ -815,34 +842,73 @@ class PreferenceDataset:
 
     # --- annotators -----------------------------------------------------------------------
 
-    def add_annotator(self, name: str) -> str:
+    def add_annotator(self, name: str, role: str = "annotator") -> str:
         """Register an annotator and return their secret token (only its sha256 is stored)."""
         if not isinstance(name, str) or not name.strip():
             raise self._error("name", f"expected a non-empty annotator name, found {name!r}")
+        if role not in ROLES:
+            raise self._error("role", f"expected one of {ROLES}, found {role!r}")
         token = secrets.token_urlsafe(24)
         with self._transaction(write=True) as conn:
             if conn.execute("SELECT 1 FROM annotators WHERE name = ?", (name,)).fetchone():
                 raise self._error("name", f"annotator {name!r} already exists")
             conn.execute(
-                "INSERT INTO annotators (name, token_sha256, created_at) VALUES (?, ?, ?)",
-                (name, _token_hash(token), time.time()),
+                "INSERT INTO annotators (name, token_sha256, created_at, role) VALUES (?, ?, ?, ?)",
+                (name, _token_hash(token), time.time(), role),
             )
         return token
 
-    def annotator_for_token(self, token: str) -> str | None:
-        """The annotator name a token belongs to, or None."""
+    def revoke_annotator(self, name: str) -> None:
+        """Invalidate an annotator's token; their labels stay."""
+        with self._transaction(write=True) as conn:
+            updated = conn.execute(
+                "UPDATE annotators SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (time.time(), name)).rowcount
+            if not updated:
+                known = conn.execute("SELECT 1 FROM annotators WHERE name = ?", (name,)).fetchone()
+                raise self._error("name", f"annotator {name!r} is already revoked" if known
+                                  else f"no annotator {name!r}")
+
+    def annotator_for_token(self, token: str) -> tuple[str, str] | None:
+        """(name, role) of the annotator a token belongs to, or None (unknown or revoked)."""
         if not isinstance(token, str) or not token:
             return None
         with self._transaction(write=False) as conn:
             row = conn.execute(
-                "SELECT name FROM annotators WHERE token_sha256 = ?", (_token_hash(token),)
+                "SELECT name, role FROM annotators WHERE token_sha256 = ? AND revoked_at IS NULL",
+                (_token_hash(token),),
             ).fetchone()
-        return None if row is None else row[0]
+        return None if row is None else (row[0], row[1])
 
     def annotators(self) -> list[str]:
-        """Annotator names, in registration order."""
+        """Names of the annotators whose tokens are valid, in registration order."""
+        return [entry["name"] for entry in self.annotator_records() if entry["revoked_at"] is None]
+
+    def annotator_records(self) -> list[dict[str, Any]]:
+        """Every annotator ever registered: name, role, created_at, revoked_at (or None)."""
         with self._transaction(write=False) as conn:
-            return [r[0] for r in conn.execute("SELECT name FROM annotators ORDER BY seq")]
+            rows = conn.execute(
+                "SELECT name, role, created_at, revoked_at FROM annotators ORDER BY seq").fetchall()
+        return [dict(zip(("name", "role", "created_at", "revoked_at"), row)) for row in rows]
+
+    # --- leases ---------------------------------------------------------------------------
+
+    def lease(self, query_id: str, annotator: str, expires_at: float) -> None:
+        """Hand a query to an annotator until ``expires_at`` (a later call renews it)."""
+        with self._transaction(write=True) as conn:
+            if not _exists(conn, "queries", query_id):
+                raise self._error("query_id", f"unknown query {query_id!r}")
+            conn.execute(
+                "INSERT INTO leases (query_id, annotator, leased_at, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (query_id, annotator) DO UPDATE SET expires_at = excluded.expires_at",
+                (query_id, annotator, time.time(), float(expires_at)),
+            )
+
+    def leases(self) -> list[tuple[str, str, float]]:
+        """Every (query id, annotator, expires_at) ever handed out, expired ones included."""
+        with self._transaction(write=False) as conn:
+            return [tuple(row) for row in conn.execute(
+                "SELECT query_id, annotator, expires_at FROM leases ORDER BY leased_at")]
 
     # --- run state ------------------------------------------------------------------------
 

@@ -111,7 +111,7 @@ def test_everything_round_trips_through_disk(filled):
         assert again.get_meta("loop") == {"iteration": 3, "phase": "labeling"}
         assert again.get_meta("absent", 7) == 7
         assert again.annotators() == ["alice"]
-        assert again.annotator_for_token(token) == "alice"
+        assert again.annotator_for_token(token) == ("alice", "annotator")
         assert again.annotator_for_token(token + "x") is None
         seg = again.segment(clips[1].id)
         np.testing.assert_array_equal(seg.observations, trajs[0].observations[8:13])
@@ -209,8 +209,19 @@ def test_ranking_ties_round_trip_and_validation(filled):
     assert snapshot(ds) == before
 
 
+def downgrade_to_format_3(db: Path) -> None:
+    """Rewrite a dataset's database as format 3 wrote it: no roles, no leases."""
+    with sqlite3.connect(db) as conn:
+        for column in ("role", "revoked_at"):
+            conn.execute(f"ALTER TABLE annotators DROP COLUMN {column}")
+        conn.execute("DROP TABLE leases")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
+    conn.close()
+
+
 def downgrade_to_format_2(db: Path) -> None:
     """Rewrite a dataset's database as format 2 wrote it: no video columns."""
+    downgrade_to_format_3(db)
     with sqlite3.connect(db) as conn:
         for column in ("video_file", "video_sha256", "video_bytes"):
             conn.execute(f"ALTER TABLE trajectories DROP COLUMN {column}")
@@ -228,7 +239,7 @@ def test_format_1_dataset_is_migrated_on_open(filled):
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
     conn.close()
     with PreferenceDataset.open(ds.path) as migrated:
-        assert migrated.get_meta("format_version") == FORMAT_VERSION == 3
+        assert migrated.get_meta("format_version") == FORMAT_VERSION == 4
         assert migrated.labels() == labels
         triplet = migrated.queries()[1]
         migrated.add_label(Label(triplet.id, "ranking", ranking=(0, 2, 1), ties=(0,)))
@@ -306,6 +317,16 @@ def test_meta_and_annotator_errors(filled):
         ds.add_annotator("bob")
     with pytest.raises(DatasetError, match="field 'name'"):
         ds.add_annotator("  ")
+    with pytest.raises(DatasetError, match="field 'role'"):
+        ds.add_annotator("carl", role="admin")
+    with pytest.raises(DatasetError, match="field 'name'.*no annotator 'nobody'"):
+        ds.revoke_annotator("nobody")
+    ds.revoke_annotator("bob")
+    with pytest.raises(DatasetError, match="field 'name'.*already revoked"):
+        ds.revoke_annotator("bob")
+    with pytest.raises(DatasetError, match="field 'query_id'"):
+        ds.lease("nosuchquery", "bob", 1.0)
+    assert ds.leases() == [] and ds.annotators() == []
 
 
 # --- corruption -----------------------------------------------------------------------------
@@ -729,6 +750,25 @@ def test_stored_video_altered_afterwards_is_detected(tmp_path, recording):
         np.testing.assert_array_equal(fresh.segment(clip.id).frames, decode_file(recording)[30:36])
 
 
+def test_format_3_dataset_is_migrated_to_4_with_annotators_kept(filled):
+    ds, *_, queries, labels = filled
+    token = ds.add_annotator("alice")
+    ds.close()
+    downgrade_to_format_3(ds.path / "dataset.sqlite")
+    with PreferenceDataset.open(ds.path) as migrated:
+        assert migrated.get_meta("format_version") == FORMAT_VERSION == 4
+        assert migrated.annotator_for_token(token) == ("alice", "annotator")
+        assert migrated.labels() == labels and migrated.leases() == []
+        owner = migrated.add_annotator("olga", role="owner")
+        migrated.lease(queries[0].id, "alice", 5.0)
+        migrated.lease(queries[0].id, "alice", 7.0)  # a renewal replaces the expiry
+        migrated.revoke_annotator("alice")
+    with PreferenceDataset.open(ds.path) as again:
+        assert again.annotator_for_token(owner) == ("olga", "owner")
+        assert again.annotator_for_token(token) is None and again.annotators() == ["olga"]
+        assert again.leases() == [(queries[0].id, "alice", 7.0)]
+
+
 def test_format_2_dataset_is_migrated_to_3_and_takes_videos(filled, recording):
     ds, trajs, clips, queries, labels = filled
     ds.close()
@@ -744,7 +784,7 @@ def test_format_2_dataset_is_migrated_to_3_and_takes_videos(filled, recording):
 
     assert "video_file" not in columns()
     with PreferenceDataset.open(ds.path) as migrated:
-        assert migrated.get_meta("format_version") == FORMAT_VERSION == 3
+        assert migrated.get_meta("format_version") == FORMAT_VERSION == 4
         assert {"video_file", "video_sha256", "video_bytes"} <= columns()
         for traj in trajs:
             assert_same_trajectory(migrated.trajectory(traj.id), traj)

@@ -27,7 +27,7 @@ import numpy as np
 
 from embodied_pref.data.video import VideoFrames
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Version of the on-disk dataset format (see ``embodied_pref.store``)."""
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
