@@ -21,12 +21,15 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from embodied_pref.data import Query, Trajectory
+from embodied_pref.annotator_reliability import ReliabilityConfig, ReliabilityEstimate
+from embodied_pref.data import Outcome, Query, Trajectory
 from embodied_pref.gathering import PreferenceGatherer
 from embodied_pref.query_selection import asked_sets, select_pairs
 from embodied_pref.reward_nets import RewardEnsemble, RewardFn, RewardNetConfig, StandardizedReward
+from embodied_pref.reliability_training import train_reward_with_reliability
 from embodied_pref.reward_training import RewardTrainingConfig, train_reward
-from embodied_pref.segments import SegmentBatch, clip_batch, clip_pool, cut_clips, labelled_pairs
+from embodied_pref.segments import (
+    PreferencePairs, SegmentBatch, clip_batch, clip_pool, cut_clips, labelled_pairs)
 from embodied_pref.store import PreferenceDataset
 
 LOOP_STATE_KEY = "loop"
@@ -160,12 +163,52 @@ def fit_reward(
     training_config: RewardTrainingConfig, log_dir: Path | None = None,
 ) -> tuple[RewardEnsemble, float]:
     """A fresh ensemble trained on every label in the dataset (or datasets, e.g. one of clips
-    and one of whole episodes); returns it and its validation accuracy."""
+    and one of whole episodes), each taken at face value; returns it and its validation
+    accuracy (`fit_reward_with_reliability` weights labels by their annotators)."""
     datasets = [dataset] if isinstance(dataset, PreferenceDataset) else list(dataset)
     pairs = [labelled_pairs(d) for d in datasets]
     ensemble = RewardEnsemble(pairs[0].first.observations.shape[-1], pairs[0].first.actions.shape[-1], reward_config)
     report = train_reward(ensemble, pairs, training_config, log_dir=log_dir)
     return ensemble, report.validation_accuracy[report.best_epoch]
+
+
+def fit_reward_with_reliability(
+    dataset: PreferenceDataset | Sequence[PreferenceDataset], reward_config: RewardNetConfig,
+    training_config: RewardTrainingConfig, log_dir: Path | None = None, rounds: int = 1,
+    reliability: ReliabilityConfig = ReliabilityConfig(),
+) -> tuple[RewardEnsemble, float, ReliabilityEstimate]:
+    """`fit_reward` with each label weighted by its annotator's reliability
+    (`train_reward_with_reliability`: a plain fit, then `rounds` noise-aware refits, each with
+    the flip rates estimated from the reward before); returns the ensemble, its validation
+    accuracy and the annotators' flip rates estimated with it."""
+    datasets = [dataset] if isinstance(dataset, PreferenceDataset) else list(dataset)
+    pairs, annotators, evidence = zip(*(_pairs_with_annotators(d) for d in datasets))
+    ensemble = RewardEnsemble(pairs[0].first.observations.shape[-1], pairs[0].first.actions.shape[-1], reward_config)
+    fit = train_reward_with_reliability(ensemble, list(pairs), list(annotators), training_config, rounds=rounds,
+                                        reliability=reliability, evidence=list(evidence), log_dir=log_dir)
+    report = fit.reports[-1]
+    return ensemble, report.validation_accuracy[report.best_epoch], fit.estimate
+
+
+def _pairs_with_annotators(dataset: PreferenceDataset) -> tuple[PreferencePairs, np.ndarray, np.ndarray]:
+    """`labelled_pairs(dataset)`, the annotator of each pair, and the query id under which a
+    pair counts towards its annotator's reliability ("" for the pairs a ranking or an equal
+    answer implies: only left/right answers are counted)."""
+    pairs = labelled_pairs(dataset)
+    clips_per_query = {q.id: len(q.clip_ids) for q in dataset.queries()}
+    annotators, evidence, groups = [], [], []
+    for label in dataset.labels():  # the order labelled_pairs read them in; later labels are extra
+        if len(groups) >= len(pairs):
+            break
+        if label.query_id not in clips_per_query:
+            break
+        n = len(label.implied_preferences(clips_per_query[label.query_id]))
+        annotators += [label.annotator] * n
+        evidence += [label.query_id if label.outcome in (Outcome.LEFT, Outcome.RIGHT) else ""] * n
+        groups += [label.query_id] * n
+    if groups != list(pairs.groups):
+        raise RuntimeError(f"{dataset.path}: labels changed while they were read; fit the reward again")
+    return pairs, np.array(annotators, dtype=object), np.array(evidence, dtype=object)
 
 
 def standardized_on_pool(reward_fn: RewardFn, pool: SegmentBatch) -> StandardizedReward:

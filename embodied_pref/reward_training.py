@@ -2,6 +2,11 @@
 
 Each member sees its own bootstrap resample of the training pairs (so that their disagreement
 means something), a held-out split drives early stopping, and the best weights are restored.
+
+Labels may come with a flip rate each (their annotator's ε, see `annotator_reliability`): the
+noise-aware Bradley–Terry likelihood of a label is then (1 − ε)·P_BT + ε·(1 − P_BT), so that an
+unreliable annotator's labels pull the reward less (ε = 0.5: not at all);
+`reliability_training` alternates the fit with the estimate of every annotator's ε.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from embodied_pref.metrics import preference_accuracy
@@ -68,6 +74,10 @@ class RewardTrainingReport:
     n_validation: int = 0
     member_pairs: list[int] = field(default_factory=list)
     """Distinct training pairs in each member's (bootstrap) sample."""
+    unseen: list[np.ndarray] = field(default_factory=list)
+    """Per set of pairs, (K, N) bool: member k never trained on pair i nor on another pair of
+    its query (validation pairs, and those its bootstrap resample left out): its prediction
+    there is out of sample."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -115,11 +125,59 @@ def preference_probabilities(
     ).cpu().numpy()
 
 
-def _pairs_loss(ensemble: RewardEnsemble, pairs: PreferencePairs, model: PartialReturnModel) -> torch.Tensor:
+def noise_aware_loss(
+    model: PartialReturnModel, rewards_a: torch.Tensor, rewards_b: torch.Tensor, targets: torch.Tensor,
+    flip_rates: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean negative log-likelihood of the labels when each label says the opposite of the true
+    preference with probability ε: P(label: first) = (1 − ε)·P_BT + ε·(1 − P_BT).
+
+    rewards_a, rewards_b: (N, L); targets (N,) in [0, 1] (0.5: a tie); flip_rates (N,) in
+    [0, 0.5] or None, which is `model.loss` itself (bit for bit). ε = 0.5 makes a label constant
+    in the reward: it contributes no gradient.
+    """
+    if flip_rates is None:
+        return model.loss(rewards_a, rewards_b, targets)
+    logits = model.logits(rewards_a, rewards_b)
+    log_keep, log_flip = torch.log1p(-flip_rates), torch.log(flip_rates)
+    log_first, log_second = F.logsigmoid(logits), F.logsigmoid(-logits)
+    says_first = torch.logaddexp(log_keep + log_first, log_flip + log_second)
+    says_second = torch.logaddexp(log_flip + log_first, log_keep + log_second)
+    return -(targets * says_first + (1 - targets) * says_second).mean()
+
+
+def _flip_tensor(flip_rates: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    return None if flip_rates is None else torch.as_tensor(flip_rates, dtype=torch.float32, device=device)
+
+
+def _pairs_loss(ensemble: RewardEnsemble, pairs: PreferencePairs, model: PartialReturnModel,
+                flip_rates: np.ndarray | None = None) -> torch.Tensor:
     """Summed over members."""
     targets = torch.as_tensor(pairs.targets, dtype=torch.float32, device=ensemble.device)
+    flips = _flip_tensor(flip_rates, ensemble.device)
     ra, rb = segment_rewards(ensemble, pairs.first), segment_rewards(ensemble, pairs.second)
-    return torch.stack([model.loss(ra[k], rb[k], targets) for k in range(len(ra))]).sum()
+    return torch.stack([noise_aware_loss(model, ra[k], rb[k], targets, flips) for k in range(len(ra))]).sum()
+
+
+def _flip_sets(flip_rates: np.ndarray | Sequence[np.ndarray] | None,
+               sets: Sequence[PreferencePairs]) -> list[np.ndarray | None]:
+    """One (N,) float32 array of flip rates per set of pairs; None where every rate is 0 (the
+    plain loss)."""
+    if flip_rates is None:
+        return [None] * len(sets)
+    given = [flip_rates] if isinstance(flip_rates, np.ndarray) else list(flip_rates)
+    if len(given) != len(sets):
+        raise ValueError(f"flip_rates: expected one array per set of pairs ({len(sets)}), found {len(given)}")
+    result: list[np.ndarray | None] = []
+    for i, (rates, pairs) in enumerate(zip(given, sets)):
+        rates = np.asarray(rates, dtype=np.float32)
+        if rates.shape != (len(pairs),):
+            raise ValueError(f"flip_rates[{i}]: expected shape ({len(pairs)},) like its pairs, found {rates.shape}")
+        if not np.all((rates >= 0) & (rates <= 0.5)):
+            raise ValueError(f"flip_rates[{i}]: expected rates in [0, 0.5], found "
+                             f"{rates[~((rates >= 0) & (rates <= 0.5))][:3].tolist()}")
+        result.append(rates if rates.any() else None)
+    return result
 
 
 def train_reward(
@@ -128,15 +186,20 @@ def train_reward(
     config: RewardTrainingConfig = RewardTrainingConfig(),
     model: PartialReturnModel = PartialReturnModel(),
     log_dir: str | Path | None = None,
+    flip_rates: np.ndarray | Sequence[np.ndarray] | None = None,
 ) -> RewardTrainingReport:
     """Fit `ensemble` in place on `pairs`; returns the learning curves.
 
     `pairs` may be several sets, one per clip length (e.g. 50-step clips and whole episodes):
     each set is split, resampled and batched on its own, and an epoch passes over every set.
+    `flip_rates`, (N,) per set (a list for several sets), gives each label's ε for the
+    noise-aware loss (`noise_aware_loss`), in training and in the validation loss that stops
+    it; None (or all zeros) fits the plain model.
     """
     sets = pair_sets(pairs)
     if sum(len(s) for s in sets) < 2:
         raise ValueError(f"pairs: need at least 2 labelled pairs to train, found {sum(len(s) for s in sets)}")
+    flip_sets = _flip_sets(flip_rates, sets)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -148,6 +211,8 @@ def train_reward(
     splits = [split_by_query(s, config.validation_fraction, rng) for s in sets]
     vals = [s[val_index] for s, (val_index, _) in zip(sets, splits)]
     trains = [s[train_index] for s, (_, train_index) in zip(sets, splits)]
+    val_flips = [None if f is None else f[val_index] for f, (val_index, _) in zip(flip_sets, splits)]
+    train_flips = [None if f is None else f[train_index] for f, (_, train_index) in zip(flip_sets, splits)]
     n_val = sum(len(v) for v in vals)
     ensemble.fit_input_normalization(*_transitions(trains))
     k = len(ensemble.members)
@@ -157,7 +222,8 @@ def train_reward(
     ]
     report = RewardTrainingReport(
         n_train=sum(len(t) for t in trains), n_validation=n_val,
-        member_pairs=[sum(len(np.unique(indices[m])) for indices in member_indices) for m in range(k)])
+        member_pairs=[sum(len(np.unique(indices[m])) for indices in member_indices) for m in range(k)],
+        unseen=[_unseen(s, train_index, indices) for s, (_, train_index), indices in zip(sets, splits, member_indices)])
     optimizer = torch.optim.AdamW(
         ensemble.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -172,19 +238,21 @@ def train_reward(
     for epoch in bar:
         ensemble.train()
         epoch_loss, n_batches = 0.0, 0
-        for train, indices in zip(trains, member_indices):
+        for train, flips, indices in zip(trains, train_flips, member_indices):
             perms = [rng.permutation(idx) for idx in indices]
             for start in range(0, len(train), config.batch_size):
                 loss = torch.zeros((), device=device)
                 for member_k, perm in enumerate(perms):
-                    batch = train[perm[start : start + config.batch_size]]
+                    batch_index = perm[start : start + config.batch_size]
+                    batch = train[batch_index]
                     if len(batch) == 0:
                         continue
                     targets = torch.as_tensor(batch.targets, dtype=torch.float32, device=device)
                     member = ensemble.members[member_k]
                     ra = member(*batch.first.tensors(device))
                     rb = member(*batch.second.tensors(device))
-                    loss = loss + model.loss(ra, rb, targets)
+                    batch_flips = None if flips is None else _flip_tensor(flips[batch_index], device)
+                    loss = loss + noise_aware_loss(model, ra, rb, targets, batch_flips)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -194,7 +262,7 @@ def train_reward(
 
         ensemble.eval()
         if n_val:
-            val_loss, accuracy = _validation(ensemble, [v for v in vals if len(v)], model)
+            val_loss, accuracy = _validation(ensemble, [(v, f) for v, f in zip(vals, val_flips) if len(v)], model)
         else:
             val_loss, accuracy = report.train_loss[-1], float("nan")
         report.validation_loss.append(val_loss)
@@ -219,6 +287,12 @@ def train_reward(
     return report
 
 
+def _unseen(pairs: PreferencePairs, train_index: np.ndarray, member_indices: Sequence[np.ndarray]) -> np.ndarray:
+    """(K, N) bool: pair i of `pairs` is out of member k's sample, its whole query with it."""
+    keys = np.arange(len(pairs)) if pairs.groups is None else np.asarray(pairs.groups)
+    return np.stack([~np.isin(keys, keys[train_index[indices]]) for indices in member_indices])
+
+
 def _transitions(sets: Sequence[PreferencePairs]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(obs, acts, next_obs), each (N, ·): every step of every clip in `sets`."""
     def rows(pick) -> np.ndarray:
@@ -229,9 +303,11 @@ def _transitions(sets: Sequence[PreferencePairs]) -> tuple[np.ndarray, np.ndarra
 
 
 @torch.no_grad()
-def _validation(ensemble: RewardEnsemble, vals: Sequence[PreferencePairs], model: PartialReturnModel) -> tuple[float, float]:
-    """(loss per pair and member, accuracy on decisive pairs) over every validation set."""
-    k, n = len(ensemble.members), sum(len(v) for v in vals)
-    loss = sum(_pairs_loss(ensemble, v, model).item() * len(v) for v in vals) / (n * k)
-    prob = np.concatenate([preference_probabilities(ensemble, v.first, v.second, model).mean(0) for v in vals])
-    return loss, preference_accuracy(prob, np.concatenate([v.targets for v in vals])).accuracy
+def _validation(ensemble: RewardEnsemble, vals: Sequence[tuple[PreferencePairs, np.ndarray | None]],
+                model: PartialReturnModel) -> tuple[float, float]:
+    """(loss per pair and member, accuracy on decisive pairs) over every validation set, each
+    given with its flip rates (None: the plain loss)."""
+    k, n = len(ensemble.members), sum(len(v) for v, _ in vals)
+    loss = sum(_pairs_loss(ensemble, v, model, f).item() * len(v) for v, f in vals) / (n * k)
+    prob = np.concatenate([preference_probabilities(ensemble, v.first, v.second, model).mean(0) for v, _ in vals])
+    return loss, preference_accuracy(prob, np.concatenate([v.targets for v, _ in vals])).accuracy
