@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test bench clean
+.PHONY: setup browser proxy demo test bench clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,11 @@ demo: setup
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: setup browser
+# The labeling app's reverse-proxy test runs Debian's nginx.
+proxy:
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
+
+test: setup browser proxy
 	$(PY) -m pytest -q
 
 bench: setup

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
+from human_ui.client import open_client
 from human_ui.demo import build_demo_dataset
 
 CHROMIUM = "/usr/bin/chromium"
@@ -54,7 +54,7 @@ def browser_timings(url: str, labels: int, screenshot: Path | None) -> dict[str,
 def http_timings(url: str, labels: int) -> dict[str, list[float]]:
     """The same two steps over HTTP: /api/next plus both clip files; POST /api/label."""
     ready, ack, server = [], [], []
-    with httpx.Client(base_url=url) as http:
+    with open_client(url) as http:
         for i in range(labels):
             start = time.perf_counter()
             query = http.get("/api/next").json()["query"]

@@ -11,12 +11,14 @@ from typing import Annotated, Literal, Union
 import numpy as np
 import torch
 import tyro
+from tqdm.auto import tqdm
 
 from embodied_pref.agent_ranking import leaderboard_markdown
 from embodied_pref.data.vpt import VPTImportConfig, import_recordings
 from embodied_pref.evaluation import evaluate_reward
 from embodied_pref.experiments.agent_ranking import AgentRankingConfig, rank_agents
 from embodied_pref.experiments.align_policy import AlignPolicyConfig, run_align_policy
+from embodied_pref.experiments.annotator_reliability import AnnotatorReliabilityConfig, run_annotator_reliability
 from embodied_pref.experiments.continuous_regret import ContinuousRegretConfig, run_continuous_regret
 from embodied_pref.experiments.crafter_demo import CRAFTER_TASKS, run_crafter_demo
 from embodied_pref.experiments.demo import DemoConfig, evaluate_policy, run_demo
@@ -28,13 +30,13 @@ from embodied_pref.experiments.regret import RegretExperimentConfig, run_regret_
 from embodied_pref.experiments.reward_quality import RewardQualityConfig, run_reward_quality
 from embodied_pref.experiments.tasks import scripted_episodes, task_spec
 from embodied_pref.gathering import TeacherGatherer, dataset_teacher
-from embodied_pref.loop import ask, fit_reward
+from embodied_pref.loop import ask, fit_reward, fit_reward_with_reliability
 from embodied_pref.policy_training import TrainPolicyConfig, evaluate_diffusion_policy, run_train_policy
 from embodied_pref.rapl.stored_labels import StoredRankingsConfig, train_on_stored_rankings
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
 from embodied_pref.segments import clip_pool, cut_clips
-from embodied_pref.store import PreferenceDataset
+from embodied_pref.store import DatasetError, PreferenceDataset
 from envs.basalt import flatten_action
 from envs.xmagical import env_id
 from human_ui.annotators import add_annotator
@@ -110,6 +112,10 @@ def collect(
         if frames:
             for clip in clips:
                 store.write_preview(clip.id)
+        if not store.instructions and spec.instructions:
+            store.write_instructions(spec.instructions)
+            print(f"{dataset / 'instructions.md'}: what people labeling {task} are told "
+                  "(edit it; the labeling app shows it above the clips)")
         short = len(trajectories) - len(long_enough)
         print(f"{dataset}: +{len(trajectories)} trajectories, +{len(clips)} clips "
               f"({len(store.trajectory_ids())} trajectories, {len(store.clips())} clips in all)"
@@ -162,6 +168,7 @@ def train_reward(
     out: Path,
     net: RewardNetConfig = RewardNetConfig(),
     training: RewardTrainingConfig = RewardTrainingConfig(),
+    annotator_model: Literal["none", "reliability"] = "none",
 ) -> None:
     """Fit a reward ensemble to every label in a dataset (pairs, and the pairs each triplet
     ranking implies); save it to `out`.
@@ -171,13 +178,27 @@ def train_reward(
         out: Checkpoint path to write (e.g. reward.pt).
         net: Reward network shape.
         training: Optimization settings.
+        annotator_model: none takes every label at face value; reliability estimates each
+            annotator's flip rate (how often their left/right answer is the opposite of the
+            truth, from queries two people answered and from agreement with a first plain fit),
+            refits with each label weighted by it and prints the estimates (one more fit).
     """
 
     with PreferenceDataset.open(dataset) as store:
-        ensemble, val_accuracy = fit_reward(store, net, training, log_dir=out.parent / "tensorboard")
+        if annotator_model == "reliability":
+            ensemble, val_accuracy, estimate = fit_reward_with_reliability(
+                store, net, training, log_dir=out.parent / "tensorboard")
+        else:
+            ensemble, val_accuracy = fit_reward(store, net, training, log_dir=out.parent / "tensorboard")
+            estimate = None
     out.parent.mkdir(parents=True, exist_ok=True)
     ensemble.save(out)
     print(f"{out}: reward ensemble of {net.ensemble_size}; validation preference accuracy {val_accuracy:.3f}")
+    if estimate is not None:
+        for a in estimate.annotators.values():
+            rate = "no evidence" if a.flip_rate is None else (
+                f"flip rate {a.flip_rate:.3f} (90% interval {a.interval[0]:.3f}-{a.interval[1]:.3f})")
+            print(f"  {a.annotator or '(unnamed)'}: {a.n_labels} left/right answers, {rate}")
 
 
 def train_rapl(
@@ -291,6 +312,7 @@ def experiment(
             Annotated[RegretExperimentConfig, tyro.conf.subcommand("regret", prefix_name=False)],
             Annotated[RaplExperimentConfig, tyro.conf.subcommand("rapl", prefix_name=False)],
             Annotated[AlignPolicyConfig, tyro.conf.subcommand("align-policy", prefix_name=False)],
+            Annotated[AnnotatorReliabilityConfig, tyro.conf.subcommand("annotator-reliability", prefix_name=False)],
         ],
         tyro.conf.arg(name=""),
     ],
@@ -302,7 +324,8 @@ def experiment(
     """
     runners = {RewardQualityConfig: run_reward_quality, LabelEfficiencyConfig: run_label_efficiency,
                ContinuousRegretConfig: run_continuous_regret, RegretExperimentConfig: run_regret_experiment,
-               RaplExperimentConfig: run_rapl_experiment, AlignPolicyConfig: run_align_policy}
+               RaplExperimentConfig: run_rapl_experiment, AlignPolicyConfig: run_align_policy,
+               AnnotatorReliabilityConfig: run_annotator_reliability}
     if getattr(config, "quick", False):  # flags given beside --quick win over it, even at their default values
         config = config.resolved(flags_given(_command_line))
     runners[type(config)](config)
@@ -347,30 +370,66 @@ def rank_agents_command(config: Annotated[AgentRankingConfig, tyro.conf.arg(name
         print(path)
 
 
+def make_previews(dataset: Path, fps: float = 10.0, height: int | None = None) -> None:
+    """Write the H.264 preview the labeling app shows of every clip that has none yet (clips
+    of trajectories recorded with frames: `collect --frames`, imported videos).
+
+    Args:
+        dataset: Dataset directory.
+        fps: Frames per second of the previews.
+        height: Scale previews to this many pixels high (default: the recording's size).
+    """
+    with PreferenceDataset.open(dataset) as store:
+        clips = [c for c in store.clips() if not store.preview_path(c.id).is_file()]
+        framed = {t: store.trajectory_info(t)["has_frames"] for t in {c.trajectory_id for c in clips}}
+        todo = [c for c in clips if framed[c.trajectory_id]]
+        for clip in tqdm(todo, desc="previews", unit="clip"):
+            store.write_preview(clip.id, fps=fps, height=height)
+        print(f"{dataset}: wrote {len(todo)} previews")
+        if len(todo) < len(clips):
+            raise SystemExit(f"{dataset}: {len(clips) - len(todo)} clips come from trajectories "
+                             "recorded without frames, so they cannot be shown to people; "
+                             "record them again with `collect --frames`")
+
+
 def annotators(
-    action: tyro.conf.Positional[Literal["add", "list"]],
+    action: tyro.conf.Positional[Literal["add", "list", "revoke"]],
     dataset: tyro.conf.Positional[Path],
     name: tyro.conf.Positional[str] = "",
+    role: Literal["annotator", "owner"] = "annotator",
     server: UIConfig = UIConfig(),
 ) -> None:
     """Manage the people who label a dataset in the labeling app.
 
-    `annotators add DATASET NAME` prints NAME's personal token and link (shown once; only its
-    hash is stored); `annotators list DATASET` lists the names.
+    `annotators add DATASET NAME [--role owner]` prints NAME's personal token and link (shown
+    once; only its hash is stored): an annotator labels and undoes their own labels, an owner
+    also exports every label and sees the agreement page. `annotators revoke DATASET NAME`
+    invalidates a token (the labels stay); `annotators list DATASET` lists everyone.
 
     Args:
-        action: add or list.
+        action: add, list or revoke.
         dataset: Dataset directory.
-        name: The annotator's name (add only).
-        server: Host and port the link points to.
+        name: The annotator's name (add and revoke).
+        role: annotator or owner (add only).
+        server: Where the link points: --server.public-url (e.g. https://labels.example.org
+            behind a reverse proxy), else --server.host and --server.port.
     """
+    if action in ("add", "revoke") and not name.strip():
+        raise SystemExit(f"annotators {action}: expected a NAME after the dataset")
     if action == "add":
-        if not name.strip():
-            raise SystemExit("annotators add: expected a NAME after the dataset")
-        add_annotator(dataset, name, server)
+        add_annotator(dataset, name, server, role)
         return
     with PreferenceDataset.open(dataset) as store:
-        print("\n".join(store.annotators()) or f"{dataset}: no annotators yet")
+        if action == "revoke":
+            store.revoke_annotator(name)
+            print(f"{dataset}: {name!r} can no longer label (their labels stay)")
+            return
+        records = store.annotator_records()
+        for entry in records:
+            state = "revoked" if entry["revoked_at"] is not None else "active"
+            print(f"{entry['name']}\t{entry['role']}\t{state}")
+        if not records:
+            print(f"{dataset}: no annotators yet")
 
 
 def env_grid(out: Path = Path("docs/images/env_grid.png"), seed: int = 0) -> None:
@@ -392,6 +451,7 @@ COMMANDS = {
     "train-rapl": train_rapl,
     "train-policy": train_policy,
     "eval": evaluate,
+    "make-previews": make_previews,
     "annotators": annotators,
     "import-vpt": import_vpt,
     "rank-agents": rank_agents_command,
@@ -409,5 +469,8 @@ def main(args: list[str] | None = None) -> None:
     # contending with the simulator for the same cores.
     torch.set_num_threads(1)
     _command_line[:] = sys.argv[1:] if args is None else args
-    tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="embodied-pref", args=args,
-                                         description="Learn rewards from preferences over trajectory clips.")
+    try:
+        tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="embodied-pref", args=args,
+                                             description="Learn rewards from preferences over trajectory clips.")
+    except DatasetError as err:  # a missing dataset, a duplicate name: the message says it all
+        raise SystemExit(f"error: {err}") from None

@@ -5,6 +5,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from human_ui.connections import ConnectionLimits
 
 MODES = ("pair", "triplet")
 SELECTIONS = ("uniform", "disagreement")
@@ -47,8 +50,18 @@ class UIConfig:
     """Candidates scored per query selected by disagreement."""
     overlap: float = 0.1
     """Share of queries also shown to a second annotator (for agreement statistics)."""
+    lease_s: float = 900.0
+    """How long a query handed to one annotator stays theirs alone (renewed while they look
+    at it); after that an unanswered query can go to someone else."""
+    public_url: str | None = None
+    """The address people open (e.g. ``https://labels.example.org`` behind a reverse proxy):
+    used in the links ``annotators add`` prints and accepted as the page's origin. Setting it
+    makes annotator tokens mandatory (others reach the server through it)."""
+    limits: ConnectionLimits = ConnectionLimits()
+    """Read timeouts and the per-address connection cap (docs/exposing_the_labeling_app.md)."""
     require_token: bool | None = None
-    """Demand an annotator token on every request; None: only when ``host`` is not loopback."""
+    """Demand an annotator token on every request; None: when ``host`` is not loopback or a
+    ``public_url`` is set."""
     local_annotator: str = "local"
     """Annotator name of token-less requests on a loopback-bound server."""
     max_body_bytes: int = 4096
@@ -72,6 +85,13 @@ class UIConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"field '{name}': expected an int >= {minimum}, found {value!r}")
+        if isinstance(self.lease_s, bool) or not isinstance(self.lease_s, (int, float)) or self.lease_s <= 0:
+            raise ValueError(f"field 'lease_s': expected seconds > 0, found {self.lease_s!r}")
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("field 'public_url': expected an http(s) address like "
+                                 f"https://labels.example.org, found {self.public_url!r}")
         if not isinstance(self.overlap, (int, float)) or not 0 <= self.overlap <= 1:
             raise ValueError(f"field 'overlap': expected a share in [0, 1], found {self.overlap!r}")
         if not self.local_annotator.strip():
@@ -80,7 +100,9 @@ class UIConfig:
     @property
     def tokens_required(self) -> bool:
         """Whether requests must carry a valid annotator token."""
-        return (not is_loopback(self.host)) if self.require_token is None else self.require_token
+        if self.require_token is not None:
+            return self.require_token
+        return not is_loopback(self.host) or self.public_url is not None
 
     @property
     def clips_per_query(self) -> int:

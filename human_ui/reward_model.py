@@ -32,6 +32,7 @@ class BackgroundRetrainer:
         self._lock = threading.Lock()
         self._since_fit = 0
         self._thread: threading.Thread | None = None
+        self._stopped = False
         self.fits = 0
         """Completed fits."""
         self.last_accuracy: float | None = None
@@ -44,6 +45,8 @@ class BackgroundRetrainer:
         if self.every <= 0:
             return
         with self._lock:
+            if self._stopped:
+                return
             self._since_fit += 1
             if self._since_fit < self.every or (self._thread and self._thread.is_alive()):
                 return
@@ -57,6 +60,12 @@ class BackgroundRetrainer:
         if thread is not None:
             thread.join(timeout)
 
+    def stop(self, timeout: float | None = None) -> None:
+        """Start no more fits; wait for the running one and drop its model."""
+        with self._lock:
+            self._stopped = True
+        self.wait(timeout)
+
     def _fit(self) -> None:
         try:
             ensemble, accuracy = fit_reward(
@@ -66,6 +75,8 @@ class BackgroundRetrainer:
         except Exception as err:  # noqa: BLE001 — a failed refit must not end silently
             self.last_error = f"{type(err).__name__}: {err}"
             logger.warning("background reward refit failed: %s", self.last_error)
+            return
+        if self._stopped:
             return
         ensemble.eval()
         self.last_accuracy, self.last_error = float(accuracy), None

@@ -1,17 +1,21 @@
 """The labeling server: a FastAPI app over one dataset directory, and ``serve`` to run it.
 
 ```
-GET  /                     comparison page (static/index.html)     GET /agreement  agreement page
-GET  /api/session          who you are, mode, instructions, progress
-GET  /api/next             the query to answer now, and the next one (to preload)
+GET  /                     comparison page (static/index.html)
+GET  /agreement            agreement page (owners)
+GET  /api/session          who you are, your role, mode, instructions, progress, CSRF token
+GET  /api/next             the query leased to you now, and the next one (to preload)
 POST /api/label            {"query_id", "outcome", "ranking"?, "ties"?, "label_id"?, "elapsed_ms"?}
-POST /api/undo             delete your latest label; its query comes back
-GET  /api/agreement        annotator agreement and agreement with the reward model
-GET  /api/export?format=   every label as csv or json
+POST /api/undo             {"label_id"}: delete that label of yours; its query comes back
+GET  /api/agreement        annotator agreement, reliability, agreement with the reward model (owners)
+GET  /api/export?format=   every label as csv or json (owners)
+GET  /api/openapi.json     this API's schema (owners, when tokens are required)
 GET  /clips/<clip_id>.mp4  a clip's preview (only files of the dataset's previews/ folder)
 ```
 A label is committed to SQLite (WAL, synchronous=FULL) before its request is answered.
-Tokens travel in the ``X-Annotator-Token`` header (``?token=`` for the page and videos).
+Tokens travel in the ``X-Annotator-Token`` header (``?token=`` for the pages and videos); a
+token-less request to a loopback-bound server is the local owner. ``/api/next``, ``/api/label``
+and ``/api/undo`` change state and pass ``human_ui.csrf`` (origin checks and a CSRF token).
 """
 
 from __future__ import annotations
@@ -25,18 +29,22 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
+from annotated_types import Ge, Le
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from embodied_pref.annotator_reliability import reliability_report
 from embodied_pref.reward_nets import RewardEnsemble
 from embodied_pref.store import PreferenceDataset
 from human_ui.agreement import agreement_report, model_agreement
 from human_ui.config import UIConfig, is_loopback
+from human_ui.connections import BodyReadTimeout, uvicorn_config
+from human_ui.csrf import CsrfGuard, cookie_name
 from human_ui.instructions import render_markdown
 from human_ui.queue import LabelQueue, QueueError
 from human_ui.reward_model import BackgroundRetrainer, prefers_first
@@ -55,18 +63,124 @@ _SECURITY_HEADERS = {
 }
 
 
-class LabelRequest(BaseModel):
-    """An answer to one query."""
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class Progress(BaseModel):
+    labelled: int
+    """Labels you gave."""
+    waiting: int = 0
+    """Stored queries still open to you."""
+    pairs: int = 0
+    """Distinct clip pairs (or triplets) you labelled."""
+    clips_seen: int = 0
+    """Distinct clips in the queries you labelled."""
+    previews: int = 0
+    """Clips with a preview: the pool new queries are drawn from."""
+    clips: int = 0
+    """Clips in the dataset."""
+
+
+class ClipOut(BaseModel):
+    id: str
+    url: str
+    frames: int
+
+
+class QueryOut(BaseModel):
+    id: str
+    clips: list[ClipOut]
+    selector: str
+    score: float | None
+
+
+class LabelRef(BaseModel):
+    label_id: str
+    outcome: str
+
+
+class SessionOut(BaseModel):
+    annotator: str
+    role: str
+    mode: str
+    selection: str
+    dataset: str
+    description: str
+    instructions_html: str
+    progress: Progress
+    csrf_token: str
+    last_label: LabelRef | None
+
+
+class NextOut(BaseModel):
+    query: QueryOut | None
+    upcoming: QueryOut | None
+    progress: Progress
+
+
+class LabelAck(BaseModel):
+    label_id: str
+    stored: bool
+    """False when this label_id was stored before (a retried request)."""
+    progress: Progress
+
+
+class UndoOut(BaseModel):
+    undone: str
+    outcome: str
+    query: QueryOut | None
+    progress: Progress
+    last_label: LabelRef | None
+    """Your latest label now (what a further undo would delete)."""
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON numbers such as 2.0 are integers to JSON Schema; booleans and strings are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, found a boolean")
+    return value
+
+
+def _position(highest: int) -> Any:
+    """An integer in 0..highest (the schema says so: a before-validator hides the bounds)."""
+    return Annotated[int, BeforeValidator(_whole_number), Ge(0), Le(highest),
+                     WithJsonSchema({"type": "integer", "minimum": 0, "maximum": highest})]
+
+
+class PairAnswer(BaseModel):
+    """An answer to a pair query (or a triplet's can't-tell or skip)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     query_id: str = Field(pattern=_ID)
-    outcome: Literal["left", "right", "equal", "cannot_tell", "skip", "ranking"]
-    ranking: list[int] | None = Field(default=None, min_length=2, max_length=3)
-    ties: list[int] = Field(default_factory=list, max_length=2)
+    outcome: Literal["left", "right", "equal", "cannot_tell", "skip"]
     label_id: str | None = Field(default=None, pattern=_ID)
     """Chosen by the browser, so that a retried request cannot store a second label."""
     elapsed_ms: float | None = Field(default=None, ge=0, le=86_400_000)
     """Time the annotator spent on the query."""
+
+
+class RankingAnswer(PairAnswer):
+    """A triplet's three clips ranked best to worst (clip positions 0..2)."""
+
+    outcome: Literal["ranking"]
+    ranking: list[_position(2)] = Field(
+        min_length=3, max_length=3, json_schema_extra={"uniqueItems": True})
+    ties: list[_position(1)] = Field(
+        default_factory=list, max_length=2, json_schema_extra={"uniqueItems": True})
+    """Ranking positions tied with the next one."""
+
+
+LabelRequest = Annotated[PairAnswer | RankingAnswer, Field(discriminator="outcome")]
+
+
+class UndoRequest(BaseModel):
+    """Which label to undo (one of your own; the page sends your latest)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    label_id: str = Field(pattern=_ID)
 
 
 class _BodyTooLarge(HTTPException):
@@ -100,6 +214,16 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+_ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 408, 409, 413, 422)}
+"""Every route may answer these with {"detail": "why"} (400: a body that is not UTF-8; 408:
+a body that stopped arriving)."""
+
+
+class Who(NamedTuple):
+    name: str
+    role: str
+
+
 def create_app(dataset_path: str | Path, config: UIConfig = UIConfig()) -> FastAPI:
     """The labeling app over the dataset at ``dataset_path`` (opened now, closed on shutdown)."""
     dataset = PreferenceDataset.open(dataset_path)
@@ -111,16 +235,16 @@ def create_app(dataset_path: str | Path, config: UIConfig = UIConfig()) -> FastA
 
     retrainer = BackgroundRetrainer(dataset, config.retrain_every, config.reward_epochs, use_model)
     instructions_html = render_markdown(dataset.instructions)
-    token_names: dict[str, str] = {}
+    csrf = CsrfGuard.for_dataset(dataset, config.public_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
-        retrainer.wait(timeout=60)
+        retrainer.stop(timeout=60)
         dataset.close()
 
-    app = FastAPI(title="embodied-pref labeling", docs_url=None, redoc_url=None,
-                  openapi_url=None, lifespan=lifespan)
+    app = FastAPI(title="embodied-pref labeling", version="1", docs_url=None, redoc_url=None,
+                  openapi_url=None, lifespan=lifespan, responses=_ERRORS)
     app.state.dataset, app.state.queue, app.state.retrainer = dataset, queue, retrainer
     app.state.config = config
 
@@ -128,6 +252,7 @@ def create_app(dataset_path: str | Path, config: UIConfig = UIConfig()) -> FastA
         app.add_middleware(TrustedHostMiddleware,
                            allowed_hosts=["localhost", "127.0.0.1", "[::1]", "::1"])
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodyReadTimeout, timeout_s=config.limits.body_timeout_s)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -142,33 +267,50 @@ def create_app(dataset_path: str | Path, config: UIConfig = UIConfig()) -> FastA
     async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
         problems = []
         for error in err.errors():
-            field = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+            if error.get("type") == "union_tag_invalid":
+                problems.append(f"field 'outcome': {error.get('msg', 'invalid')}")
+                continue
+            tags = ("body", *PairAnswer.model_fields["outcome"].annotation.__args__, "ranking")
+            path = [str(p) for p in error.get("loc", ())]
+            field = ".".join(p for i, p in enumerate(path) if not (i < 2 and p in tags)) or "body"
             problems.append(f"field '{field}': {error.get('msg', 'invalid')}")
         return JSONResponse({"detail": "; ".join(problems)}, 422)
 
-    def annotator(request: Request) -> str:
+    def request_token(request: Request) -> str:
         header = request.headers.get("authorization", "")
-        token = (request.headers.get("x-annotator-token")
-                 or (header[7:] if header.lower().startswith("bearer ") else "")
-                 or request.query_params.get("token", ""))
+        return (request.headers.get("x-annotator-token")
+                or (header[7:] if header.lower().startswith("bearer ") else "")
+                or request.query_params.get("token", ""))
+
+    def annotator(request: Request) -> Who:
+        token = request_token(request)
         if token:
-            name = token_names.get(token)
-            if name is None and _TOKEN.fullmatch(token):
-                name = dataset.annotator_for_token(token)
-                if name is not None:
-                    token_names[token] = name
-            if name is None:
-                raise HTTPException(401, "field 'token': unknown annotator token")
-            return name
+            found = dataset.annotator_for_token(token) if _TOKEN.fullmatch(token) else None
+            if found is None:
+                raise HTTPException(401, "field 'token': unknown or revoked annotator token")
+            return Who(*found)
         if config.tokens_required:
             raise HTTPException(401, "field 'token': missing; this server is reachable beyond "
                                      "localhost, so open your own link (…/?token=YOUR_TOKEN)")
-        return config.local_annotator
+        return Who(config.local_annotator, "owner")  # whoever runs a local server owns it
+
+    def owner(who: Who = Depends(annotator)) -> Who:
+        if who.role != "owner":
+            raise HTTPException(403, f"field 'token': {who.name!r} is an annotator; this needs "
+                                     "an owner (`annotators add DATASET NAME --role owner`)")
+        return who
+
+    def changer(request: Request, who: Who = Depends(annotator)) -> Who:
+        """The annotator of a state-changing request that passed the CSRF checks."""
+        refusal = csrf.refusal(request)
+        if refusal is not None:
+            raise HTTPException(403, refusal)
+        return who
 
     def query_json(query, request: Request) -> dict[str, Any] | None:
         if query is None:
             return None
-        token = request.headers.get("x-annotator-token") or request.query_params.get("token")
+        token = request_token(request)
         suffix = f"?token={token}" if token else ""
         clips = []
         for clip_id in query.clip_ids:
@@ -176,6 +318,10 @@ def create_app(dataset_path: str | Path, config: UIConfig = UIConfig()) -> FastA
             clips.append({"id": clip_id, "url": f"/clips/{clip_id}.mp4{suffix}",
                           "frames": clip.length + 1})
         return {"id": query.id, "clips": clips, "selector": query.selector, "score": query.score}
+
+    def last_label(who: Who) -> dict[str, str] | None:
+        latest = queue.latest_label(who.name)
+        return None if latest is None else {"label_id": latest.id, "outcome": latest.outcome.value}
 
     def page(name: str) -> FileResponse:
         return FileResponse(STATIC_DIR / name, media_type="text/html")
@@ -185,7 +331,7 @@ def create_app(dataset_path: str | Path, config: UIConfig = UIConfig()) -> FastA
         return page("index.html")
 
     @app.get("/agreement", include_in_schema=False)
-    def agreement_page() -> FileResponse:
+    def agreement_page(_: Who = Depends(owner)) -> FileResponse:
         return page("agreement.html")
 
     @app.get("/static/{name}", include_in_schema=False)
@@ -194,65 +340,74 @@ def create_app(dataset_path: str | Path, config: UIConfig = UIConfig()) -> FastA
             raise HTTPException(404, f"field 'name': no static file {name!r}")
         return FileResponse(STATIC_DIR / name, media_type=_STATIC_FILES[name])
 
-    @app.get("/api/session")
-    def session(who: str = Depends(annotator)) -> dict[str, Any]:
-        return {"annotator": who, "mode": config.mode, "selection": config.selection,
-                "dataset": dataset.path.name, "description": dataset.description,
-                "instructions_html": instructions_html, "progress": queue.progress(who)}
+    @app.get("/api/session", response_model=SessionOut)
+    def session(request: Request, response: Response, who: Who = Depends(annotator)) -> dict[str, Any]:
+        token = csrf.issue()
+        response.set_cookie(cookie_name(request), token, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+        return {"annotator": who.name, "role": who.role, "mode": config.mode,
+                "selection": config.selection, "dataset": dataset.path.name,
+                "description": dataset.description, "instructions_html": instructions_html,
+                "progress": queue.progress(who.name), "csrf_token": token,
+                "last_label": last_label(who)}
 
-    @app.get("/api/next")
-    def next_query(request: Request, who: str = Depends(annotator)) -> dict[str, Any]:
-        query = queue.next_query(who)
-        upcoming = queue.peek(who, exclude=query.id) if query is not None else None
-        return {"query": query_json(query, request), "upcoming": query_json(upcoming, request),
-                "progress": queue.progress(who)}
-
-    # A plain def, like every handler that takes the queue's lock or writes: it runs on the
+    # Plain defs, like every handler that takes the queue's lock or writes: they run on the
     # thread pool, so a slow query selection or an fsync never stalls the event loop.
-    @app.post("/api/label")
-    def label(body: LabelRequest, who: str = Depends(annotator)) -> dict[str, Any]:
+    @app.get("/api/next", response_model=NextOut, operation_id="next")
+    def next_query(request: Request, who: Who = Depends(changer)) -> dict[str, Any]:
+        query = queue.next_query(who.name)
+        upcoming = queue.peek(who.name, exclude=query.id) if query is not None else None
+        return {"query": query_json(query, request), "upcoming": query_json(upcoming, request),
+                "progress": queue.progress(who.name)}
+
+    @app.post("/api/label", response_model=LabelAck, operation_id="label")
+    def label(body: LabelRequest, who: Who = Depends(changer)) -> dict[str, Any]:
         source = {"kind": "human", "app": "human_ui", "mode": config.mode}
         if body.elapsed_ms is not None:
             source["elapsed_ms"] = round(body.elapsed_ms, 1)
         try:
             stored, created = queue.add_label(
-                who, body.query_id, body.outcome,
-                ranking=None if body.ranking is None else tuple(body.ranking),
-                ties=tuple(body.ties), label_id=body.label_id, source=source)
+                who.name, body.query_id, body.outcome,
+                ranking=tuple(body.ranking) if isinstance(body, RankingAnswer) else None,
+                ties=tuple(body.ties) if isinstance(body, RankingAnswer) else (),
+                label_id=body.label_id, source=source)
         except QueueError as err:
             raise HTTPException(err.status, str(err)) from None
         if created:
             retrainer.label_added()
-        return {"label_id": stored.id, "stored": created, "progress": {"labelled": queue.labelled(who)}}
+        return {"label_id": stored.id, "stored": created, "progress": queue.progress(who.name)}
 
-    @app.post("/api/undo")
-    def undo(request: Request, who: str = Depends(annotator)) -> dict[str, Any]:
-        undone = queue.undo(who)
-        if undone is None:
-            raise HTTPException(409, f"field 'annotator': {who!r} has no label to undo")
+    @app.post("/api/undo", response_model=UndoOut, operation_id="undo")
+    def undo(body: UndoRequest, request: Request, who: Who = Depends(changer)) -> dict[str, Any]:
+        try:
+            undone = queue.undo(who.name, body.label_id)
+        except QueueError as err:
+            raise HTTPException(err.status, str(err)) from None
         return {"undone": undone.id, "outcome": undone.outcome.value,
                 "query": query_json(queue.query(undone.query_id), request),
-                "progress": queue.progress(who)}
+                "progress": queue.progress(who.name), "last_label": last_label(who)}
 
     @app.get("/api/agreement")
-    def agreement(who: str = Depends(annotator)) -> dict[str, Any]:
+    def agreement(_: Who = Depends(owner)) -> dict[str, Any]:
         labels = queue.labels()
         report = agreement_report(labels)
         report["annotators"] = queue.annotator_stats()
         model = queue.ensemble
-        if model is None:
-            report["model"] = None
-        else:
+        probs = None
+        if model is not None:
             asked = {label.query_id for label in labels}
             probs = prefers_first(dataset, model, [queue.query(q) for q in asked])
-            report["model"] = model_agreement(labels, probs)
+        report["model"] = None if probs is None else model_agreement(labels, probs)
+        report["reliability"] = reliability_report(labels, probs)
         report["retraining"] = {"every": config.retrain_every, "fits": retrainer.fits,
                                 "validation_accuracy": retrainer.last_accuracy,
                                 "error": retrainer.last_error}
         return report
 
-    @app.get("/api/export")
-    def export(format: Literal["json", "csv"] = "json", who: str = Depends(annotator)) -> Response:
+    @app.get("/api/export", responses={200: {"content": {
+        "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+        "text/csv": {"schema": {"type": "string"}}}}})
+    def export(format: Literal["json", "csv"] = "json", _: Who = Depends(owner)) -> Response:
         rows = []
         for item in queue.labels():
             rows.append({"label_id": item.id, "query_id": item.query_id,
@@ -273,8 +428,10 @@ def create_app(dataset_path: str | Path, config: UIConfig = UIConfig()) -> FastA
 
     previews = (dataset.path / "previews").resolve()
 
-    @app.get("/clips/{name}")
-    def clip_video(name: str, who: str = Depends(annotator)) -> FileResponse:
+    @app.get("/clips/{name}", responses={200: {"content": {
+        "video/mp4": {"schema": {"type": "string", "format": "binary"}}}}},
+        response_class=FileResponse)
+    def clip_video(name: str, _: Who = Depends(annotator)) -> FileResponse:
         clip_id = name.removesuffix(".mp4")
         if not name.endswith(".mp4") or not _TOKEN.fullmatch(clip_id):
             raise HTTPException(404, "field 'clip_id': expected <clip id>.mp4")
@@ -284,6 +441,12 @@ def create_app(dataset_path: str | Path, config: UIConfig = UIConfig()) -> FastA
         response = FileResponse(path, media_type="video/mp4")
         response.headers["Cache-Control"] = "private, max-age=3600"
         return response
+
+    schema_reader = owner if config.tokens_required else annotator
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def openapi_schema(_: Who = Depends(schema_reader)) -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     return app
 
@@ -314,7 +477,7 @@ class BackgroundServer:
 
         self._socket = bind_socket(host, port)
         self.url = url_for(host, self._socket.getsockname()[1]).rstrip("/")
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self._server = uvicorn.Server(uvicorn_config(app, app.state.config.limits, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
                                         daemon=True)
 
@@ -333,19 +496,46 @@ class BackgroundServer:
         self._socket.close()
 
 
+def describe_pool(dataset: PreferenceDataset, config: UIConfig) -> list[str]:
+    """What the server will ask, in words for whoever starts it: where queries come from, and
+    what is missing when there is nothing to show."""
+    clips = dataset.clips()
+    previews = sum(dataset.preview_path(c.id).is_file() for c in clips)
+    open_queries = len(dataset.unlabeled_queries())
+    lines = [f"  queries: {open_queries} stored without a label are asked first; then the server "
+             f"selects new {config.mode}s ({config.selection}) from the {previews} clips with a "
+             "preview, never the same clips twice"]
+    if not clips:
+        lines.append("  no clips yet: record some with `embodied-pref collect --frames`")
+    elif previews == 0:
+        lines.append(f"  none of the {len(clips)} clips has a preview, so people will see nothing: "
+                     "run `embodied-pref make-previews DATASET` (or `collect --frames`)")
+    return lines
+
+
 def serve(dataset_path: str | Path, config: UIConfig = UIConfig()) -> None:
-    """Run the labeling server until interrupted; prints the URL to open first."""
+    """Run the labeling server until Ctrl+C; prints the URL to open first and, on the way out,
+    how many labels the dataset holds (background refits stopped, the store closed)."""
     import uvicorn
 
     app = create_app(dataset_path, config)
     sock = bind_socket(config.host, config.port)
-    url = url_for(config.host, sock.getsockname()[1])
-    print(f"Labeling {dataset_path} ({config.mode} mode, {config.selection} selection) at {url}",
-          flush=True)
-    if config.tokens_required:
-        note = "" if is_loopback(config.host) else f"{config.host} is reachable beyond localhost: "
-        print(f"  {note}every annotator needs their own link {url}?token=TOKEN "
-              "(`embodied-pref annotators add DATASET NAME`)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=5,
-                                           limit_concurrency=128))
-    server.run(sockets=[sock])
+    try:  # Ctrl+C at any point: uvicorn shuts down cleanly, then re-raises the signal
+        url = url_for(config.host, sock.getsockname()[1])
+        print(f"Labeling {dataset_path} ({config.mode} mode, {config.selection} selection) at {url}",
+              flush=True)
+        for line in describe_pool(app.state.dataset, config):
+            print(line, flush=True)
+        if config.tokens_required:
+            note = "" if is_loopback(config.host) else f"{config.host} is reachable beyond localhost: "
+            print(f"  {note}every annotator needs their own link {url}?token=TOKEN "
+                  "(`embodied-pref annotators add DATASET NAME`)", flush=True)
+        server = uvicorn.Server(uvicorn_config(app, config.limits, log_level="warning"))
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        app.state.retrainer.stop(timeout=60)
+        app.state.dataset.close()
+    finally:
+        sock.close()
+    with PreferenceDataset.open(dataset_path) as dataset:
+        print(f"Stopped; {len(dataset.labels())} labels are stored in {dataset_path}", flush=True)

@@ -91,6 +91,13 @@ def test_collect_builds_a_mixed_dataset_for_a_task_with_a_hidden_preference(tmp_
     assert sum(m["violates_preference"] for m in metadata) == 2
     assert {m["task"] for m in metadata} == {task}
     assert [m["quality"] for m in metadata] == [0.0, 0.3, 0.6, 0.9]
+    hidden = {"xmagical-avoid": "yellow dashed rectangle", "franka-clutter": "blue blocks must stay"}
+    written = (dataset / "instructions.md").read_text()
+    assert hidden[task] in written  # people are told what the hidden preference is about
+    (dataset / "instructions.md").write_text("# edited by the owner")
+    main(["collect", "--dataset", str(dataset), "--task", task, "--embodiment", embodiment,
+          "--episodes", "1", "--clip-length", "10", "--clips-per-episode", "1", "--seed", "9"])
+    assert (dataset / "instructions.md").read_text() == "# edited by the owner"  # never overwritten
 
 
 def test_collect_names_the_valid_tasks(tmp_path):
@@ -99,19 +106,69 @@ def test_collect_names_the_valid_tasks(tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
-def test_annotators_add_prints_a_working_token_and_list_shows_the_name(tmp_path, capsys):
-    main(["collect", "--dataset", str(tmp_path / "d"), "--episodes", "2", "--embodiment", "Longstick", "--clip-length", "20"])
+def test_annotators_add_list_revoke_with_roles_and_links_people_can_open(tmp_path, capsys):
+    dataset = str(tmp_path / "d")
+    main(["collect", "--dataset", dataset, "--episodes", "2", "--embodiment", "Longstick", "--clip-length", "20"])
     capsys.readouterr()
-    main(["annotators", "add", str(tmp_path / "d"), "ada", "--server.port", "9000"])
+    main(["annotators", "add", dataset, "ada", "--server.port", "9000"])
     out = capsys.readouterr().out
     token = out.split("?token=")[1].split()[0]
-    assert "http://127.0.0.1:9000/?token=" in out
+    assert "http://127.0.0.1:9000/?token=" in out and "opens only on this machine" in out
+    main(["annotators", "add", dataset, "olga", "--role", "owner",
+          "--server.public-url", "https://labels.example.org"])
+    out = capsys.readouterr().out
+    assert out.startswith("owner 'olga'") and "their link: https://labels.example.org/?token=" in out
+    main(["annotators", "add", dataset, "bea", "--server.host", "0.0.0.0"])
+    out = capsys.readouterr().out
+    assert "0.0.0.0" not in out and "pass --server.public-url" in out  # a link others can open
+    with PreferenceDataset.open(dataset) as store:
+        assert store.annotator_for_token(token) == ("ada", "annotator")
+    main(["annotators", "revoke", dataset, "ada"])
+    main(["annotators", "list", dataset])
+    listing = capsys.readouterr().out.splitlines()[1:]
+    assert listing == ["ada\tannotator\trevoked", "olga\towner\tactive", "bea\tannotator\tactive"]
+    for args, message in ((["annotators", "add", dataset], "expected a NAME"),
+                          (["annotators", "add", dataset, "olga"], "error: .*field 'name': annotator 'olga' already exists"),
+                          (["annotators", "revoke", dataset, "ada"], "error: .*already revoked"),
+                          (["annotators", "list", str(tmp_path / "missing")], "error: .*missing.*no such directory"),
+                          (["label", "--dataset", str(tmp_path / "missing"), "--ui"], "error: .*missing.*no such directory")):
+        with pytest.raises(SystemExit, match=message):
+            main(args)
+
+
+def test_make_previews_writes_the_missing_ones_and_names_clips_without_frames(tmp_path, capsys):
+    from embodied_pref.data import Clip
+    from human_ui.demo import make_trajectory
+
+    with PreferenceDataset.create(tmp_path / "d") as store:
+        framed, bare = make_trajectory(0, steps=12, size=32), make_trajectory(1, steps=12, size=32)
+        bare = type(bare)(**{**bare.__dict__, "frames": None})
+        store.add_trajectory(framed)
+        store.add_trajectory(bare)
+        clips = [Clip(framed.id, 0, 8), Clip(framed.id, 4, 8), Clip(bare.id, 0, 8)]
+        store.add_clips(clips)
+    with pytest.raises(SystemExit, match="1 clips come from trajectories recorded without frames"):
+        main(["make-previews", "--dataset", str(tmp_path / "d")])
+    assert "wrote 2 previews" in capsys.readouterr().out
     with PreferenceDataset.open(tmp_path / "d") as store:
-        assert store.annotator_for_token(token) == "ada"
-    main(["annotators", "list", str(tmp_path / "d")])
-    assert capsys.readouterr().out.split() == ["ada"]
-    with pytest.raises(SystemExit, match="expected a NAME"):
-        main(["annotators", "add", str(tmp_path / "d")])
+        assert [store.preview_path(c.id).is_file() for c in clips] == [True, True, False]
+
+
+def test_train_reward_with_the_reliability_annotator_model_prints_flip_rates(tmp_path, capsys):
+    dataset = str(tmp_path / "ds")
+    main(["collect", "--dataset", dataset, "--embodiment", "Longstick", "--episodes", "6",
+          "--clip-length", "20", "--clips-per-episode", "4"])
+    main(["label", "--dataset", dataset, "--teacher", "oracle", "--queries", "60"])
+    main(["label", "--dataset", dataset, "--teacher", "mistake", "--queries", "60", "--seed", "1"])
+    capsys.readouterr()
+    main(["train-reward", "--dataset", dataset, "--out", str(tmp_path / "reward.pt"),
+          "--annotator-model", "reliability", "--training.max-epochs", "20", "--net.ensemble-size", "2"])
+    out = capsys.readouterr().out
+    rates = {line.strip().split(": ")[0]: float(line.split("flip rate ")[1].split()[0])
+             for line in out.splitlines() if "flip rate" in line}
+    assert set(rates) == {"teacher:oracle", "teacher:mistake"} and (tmp_path / "reward.pt").is_file(), out
+    assert all(0 <= rate <= 0.5 for rate in rates.values())
+    assert "90% interval" in out
 
 
 def test_label_never_asks_a_pair_twice_across_calls(tmp_path, capsys):

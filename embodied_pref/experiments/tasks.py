@@ -36,6 +36,9 @@ class TaskSpec:
     """Task success of an episode in [0, 1] (X-MAGICAL: its `eval_score`)."""
     violates: Callable[[Trajectory], bool]
     """Whether an episode goes against the hidden preference."""
+    instructions: str = ""
+    """What people labeling the task are told, in plain words (Markdown): the task and the
+    preference their answers should express. `collect` writes it to instructions.md."""
 
 
 # Franka state rows (see FrankaPushEnv): 7 joint positions, 7 velocities, 3 EE xyz, then xyz
@@ -80,7 +83,7 @@ def _xmagical_violates(task: str) -> Callable[[Trajectory], bool]:
     return violates
 
 
-def _xmagical(task: str, preference: str) -> TaskSpec:
+def _xmagical(task: str, preference: str, instructions: str) -> TaskSpec:
     return TaskSpec(
         env_id=lambda embodiment, observation: xmagical.env_id(embodiment, observation, task),
         embodiments=xmagical.EMBODIMENTS,
@@ -88,10 +91,11 @@ def _xmagical(task: str, preference: str) -> TaskSpec:
         preference=preference,
         success=lambda episode: float(episode.metadata["eval_score"]),
         violates=_xmagical_violates(task),
+        instructions=instructions,
     )
 
 
-def _franka(task: str, preference: str) -> TaskSpec:
+def _franka(task: str, preference: str, instructions: str) -> TaskSpec:
     return TaskSpec(
         env_id=lambda embodiment, observation: franka.env_id(task, observation),
         embodiments=("Panda",),
@@ -99,10 +103,11 @@ def _franka(task: str, preference: str) -> TaskSpec:
         preference=preference,
         success=_franka_success(2 if task == "group" else 1),
         violates=_franka_violates(task),
+        instructions=instructions,
     )
 
 
-def _crafter(task: str, preference: str) -> TaskSpec:
+def _crafter(task: str, preference: str, instructions: str) -> TaskSpec:
     return TaskSpec(
         env_id=lambda embodiment, observation: crafter.env_id(task, observation),
         embodiments=("Player",),
@@ -110,17 +115,72 @@ def _crafter(task: str, preference: str) -> TaskSpec:
         preference=preference,
         success=lambda episode: float(episode.metadata["eval_score"]),
         violates=lambda episode: crafter.violates_preference(task, episode.observations),
+        instructions=instructions,
     )
 
 
+_ANSWERS = """
+Watch both clips (they play in sync; space pauses, the slider scrubs), then answer:
+**←** the left clip is better, **→** the right one, **↓** about equal, **c** can't tell,
+**s** skip. **u** undoes your last answer. Judge only what the clips show.
+"""
+
+_SWEEP = """# Which robot sweeps better?
+
+A robot (seen from above) pushes the small blocks ("debris") on the floor.
+
+- Prefer the clip in which **more debris ends up in the top area** of the arena, and sooner.
+"""
+
 TASKS: dict[str, TaskSpec] = {
-    "xmagical-sweep": _xmagical("sweep", "debris swept to the top (x-magical's dense reward)"),
-    "xmagical-avoid": _xmagical("avoid", "sweep progress, minus a penalty per step inside the off-limits zone"),
-    "xmagical-group": _xmagical("group", "sweep progress, minus a penalty on the debris' spread"),
-    "franka-group": _franka("group", "objects at the goal and close together; action and collision penalties"),
-    "franka-clutter": _franka("clutter", "object at its goal, distractors undisturbed; action and collision penalties"),
-    "crafter-achieve": _crafter("achieve", "+1 per new achievement, -0.5 per health point lost (sleeping near zombies)"),
-    "crafter-thrift": _crafter("thrift", "+1 per new achievement, -0.5 per table or stone placed after the first"),
+    "xmagical-sweep": _xmagical(
+        "sweep", "debris swept to the top (x-magical's dense reward)", _SWEEP + _ANSWERS),
+    "xmagical-avoid": _xmagical(
+        "avoid", "sweep progress, minus a penalty per step inside the off-limits zone",
+        _SWEEP + """- The **yellow dashed rectangle** is off limits: prefer the robot that **never drives into it**, even if it sweeps a little less. A robot that enters it is worse.
+""" + _ANSWERS),
+    "xmagical-group": _xmagical(
+        "group", "sweep progress, minus a penalty on the debris' spread",
+        _SWEEP + """- The debris should also **end up close together**: prefer the clip whose blocks finish in a tight group over one that scatters them along the top.
+""" + _ANSWERS),
+    "franka-group": _franka(
+        "group", "objects at the goal and close together; action and collision penalties",
+        """# Which robot arm pushes better?
+
+A robot arm pushes **two red blocks** on a table towards the **green disk** (the goal).
+
+- Prefer the clip in which **both red blocks reach the green disk and end up together**.
+- Smooth, careful motion is better than jerky motion or knocking things over.
+""" + _ANSWERS),
+    "franka-clutter": _franka(
+        "clutter", "object at its goal, distractors undisturbed; action and collision penalties",
+        """# Which robot arm pushes better?
+
+A robot arm pushes **the red block** on a table towards the **green disk** (the goal).
+
+- Prefer the clip in which the red block **reaches the green disk**.
+- The **blue blocks must stay where they are**: a robot that pushes or bumps a blue block is worse, even if the red block arrives.
+- Smooth, careful motion is better than jerky motion.
+""" + _ANSWERS),
+    "crafter-achieve": _crafter(
+        "achieve", "+1 per new achievement, -0.5 per health point lost (sleeping near zombies)",
+        """# Which player plays better?
+
+A player explores a Minecraft-like 2D world: collecting wood, placing a table, making tools,
+drinking, eating, sleeping.
+
+- Prefer the clip in which the player **achieves more new things** (collects, crafts, places).
+- Losing health is bad: **sleeping next to zombies** or getting hurt makes a clip worse.
+""" + _ANSWERS),
+    "crafter-thrift": _crafter(
+        "thrift", "+1 per new achievement, -0.5 per table or stone placed after the first",
+        """# Which player plays better?
+
+A player explores a Minecraft-like 2D world: collecting wood, placing a table, making tools.
+
+- Prefer the clip in which the player **achieves more new things** (collects, crafts, places).
+- Be thrifty: placing **more than one table, or stone after stone**, wastes material and makes a clip worse.
+""" + _ANSWERS),
 }
 
 

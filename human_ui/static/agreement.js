@@ -55,6 +55,23 @@ async function start() {
     cell(row, m ? `${pct(m.agreement)} of ${m.n}` : "—", true);
     body.appendChild(row);
   }
+  const reliability = report.reliability;
+  const rows = document.querySelector("#reliability tbody");
+  for (const a of reliability.annotators) {
+    const row = document.createElement("tr");
+    cell(row, a.annotator);
+    cell(row, String(a.n_labels), true);
+    cell(row, String(a.n_evidence), true);
+    cell(row, a.flip_rate === null ? "—" : `${pct(a.flip_rate)} ± ${pct(a.flip_std)}`, true);
+    cell(row, a.interval === null ? "—" : `${pct(a.interval[0])}–${pct(a.interval[1])}`, true);
+    cell(row, a.model_agreement === null ? "—" : pct(a.model_agreement), true);
+    rows.appendChild(row);
+  }
+  document.getElementById("reliability-note").textContent =
+    "The chance that a person's left/right answer is the opposite of the true preference (one-coin Dawid–Skene), " +
+    (reliability.model ? "from overlap queries and the reward model's probabilities." :
+      `from the ${reliability.overlapping_queries} queries answered by two or more people (no reward model yet).`) +
+    " `train-reward --annotator-model reliability` trains on the labels with these rates.";
   const pairs = document.querySelector("#pairs tbody");
   for (const p of report.pairs) {
     const row = document.createElement("tr");

@@ -13,21 +13,43 @@ const OUTCOME_TEXT = {
 
 const state = {
   mode: "pair", query: null, videos: [], playing: false, rate: 1, busy: false,
-  shownAt: 0, ranking: [], ties: [], tieNext: false,
+  shownAt: 0, ranking: [], ties: [], tieNext: false, csrf: "", lastLabel: null,
 };
 window.labelTimings = { ready: [], ack: [] };
 
-async function api(path, options = {}) {
-  const headers = { "Content-Type": "application/json" };
+async function api(path, options = {}, renewed = false) {
+  const headers = { "Content-Type": "application/json", "X-CSRF-Token": state.csrf };
   if (token) headers["X-Annotator-Token"] = token;
   const response = await fetch(path, { ...options, headers });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
-    const error = new Error(typeof body.detail === "string" ? body.detail : response.statusText);
+    const detail = typeof body.detail === "string" ? body.detail : response.statusText;
+    if (response.status === 403 && detail.startsWith("header 'X-CSRF-Token'") && !renewed) {
+      await startSession();  // the session cookie was cleared or replaced: take a fresh one
+      return api(path, options, true);
+    }
+    const error = new Error(detail);
     error.status = response.status;
     throw error;
   }
   return body;
+}
+
+async function startSession() {
+  const session = await api("/api/session", {}, true);
+  state.csrf = session.csrf_token;
+  state.lastLabel = session.last_label;
+  return session;
+}
+
+function setBusy(busy) {  // keys pressed meanwhile are refused visibly, not dropped silently
+  state.busy = busy;
+  document.body.classList.toggle("busy", busy);
+  $("busy").hidden = !busy;
+}
+
+function refuseWhileBusy() {
+  toast("Still saving the last answer — one moment", "wait");
 }
 
 function toast(text, kind = "ok") {
@@ -40,8 +62,10 @@ function toast(text, kind = "ok") {
 
 function setProgress(progress) {
   if (!progress) return;
+  state.progress = progress;
   const waiting = progress.waiting ? ` · ${progress.waiting} waiting` : "";
   $("progress").textContent = `${progress.labelled} labelled${waiting}`;
+  $("coverage").textContent = `${progress.pairs} distinct ${state.mode === "pair" ? "pairs" : "triplets"} · ${progress.clips_seen}/${progress.previews} clips seen`;
 }
 
 // --- synchronized playback ---------------------------------------------------------------
@@ -174,6 +198,7 @@ function show(query, requestedAt) {
   clear(clips);
   state.videos = [];
   $("empty").hidden = Boolean(query);
+  if (!query) showEmpty();
   $("transport").hidden = !query;
   $("pair-choices").hidden = !query || state.mode !== "pair";
   $("triplet-choices").hidden = !query || state.mode !== "triplet";
@@ -213,6 +238,21 @@ function show(query, requestedAt) {
   });
 }
 
+function showEmpty() {
+  const progress = state.progress || {};
+  const noPreviews = progress.clips > 0 && progress.previews === 0;
+  const [title, text] = noPreviews
+    ? ["These clips have no videos yet",
+       `The dataset has ${progress.clips} clips but no previews to show. Whoever runs the server: ` +
+       "record with `embodied-pref collect --frames`, or write previews with `embodied-pref make-previews DATASET`."]
+    : progress.clips === 0
+      ? ["No clips to compare yet", "The dataset has no clips: `embodied-pref collect` records some."]
+      : [progress.labelled ? "All done — thank you!" : "Nothing to label right now",
+         "Every pair of clips with a video has been asked. Leave this page open or come back later; new clips appear here on reload."];
+  $("empty").querySelector("h2").textContent = title;
+  $("empty").querySelector("p").textContent = text;
+}
+
 async function loadNext() {
   const requestedAt = performance.now();
   delete document.body.dataset.ready;
@@ -246,9 +286,10 @@ function flash(outcome) {
 }
 
 async function answer(outcome, extra = {}) {
-  if (!state.query || state.busy) return;
+  if (!state.query) return;
+  if (state.busy) { refuseWhileBusy(); return; }
   if (state.mode === "triplet" && ["left", "right", "equal"].includes(outcome)) return;
-  state.busy = true;
+  setBusy(true);
   flash(outcome);
   const body = {
     query_id: state.query.id, outcome, label_id: newId(),
@@ -267,29 +308,34 @@ async function answer(outcome, extra = {}) {
       }
     }
     window.labelTimings.ack.push(performance.now() - sentAt);
+    state.lastLabel = { label_id: ack.label_id, outcome };
     setProgress(ack.progress);
     toast(`✓ ${OUTCOME_TEXT[outcome]} — saved`);
     await loadNext();
   } catch (err) {
     toast(`Not saved: ${err.message}`, "error");
   } finally {
-    state.busy = false;
+    setBusy(false);
   }
 }
 
 async function undo() {
-  if (state.busy) return;
-  state.busy = true;
+  if (state.busy) { refuseWhileBusy(); return; }
+  if (!state.lastLabel) { toast("Nothing to undo", "error"); return; }
+  setBusy(true);
   try {
-    const result = await api("/api/undo", { method: "POST", body: "{}" });
+    const result = await api("/api/undo", {
+      method: "POST", body: JSON.stringify({ label_id: state.lastLabel.label_id }),
+    });
+    state.lastLabel = result.last_label;
     setProgress(result.progress);
     toast(`↶ Undone: ${OUTCOME_TEXT[result.outcome] || result.outcome}`);
     const requestedAt = performance.now();
     show(result.query, requestedAt);
   } catch (err) {
-    toast(err.status === 409 ? "Nothing to undo" : err.message, "error");
+    toast(err.message, "error");
   } finally {
-    state.busy = false;
+    setBusy(false);
   }
 }
 
@@ -422,8 +468,9 @@ async function start() {
   scrubber.addEventListener("change", () => { state.scrubbing = false; });
   if (token) $("agreement-link").href = `/agreement?token=${encodeURIComponent(token)}`;
   try {
-    const session = await api("/api/session");
+    const session = await startSession();
     state.mode = session.mode;
+    $("agreement-link").hidden = session.role !== "owner";
     $("annotator").textContent = session.annotator;
     $("dataset").textContent = session.description || session.dataset;
     $("instructions-body").innerHTML = session.instructions_html || "<p>Pick the clip that does the task better.</p>";

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -9,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from fastapi.testclient import TestClient
+
+from human_ui.csrf import CSRF_HEADER
 from human_ui.demo import build_demo_dataset
 from human_ui.server import BackgroundServer
 
@@ -54,6 +58,15 @@ def browser():
         browser.close()
 
 
+@pytest.fixture(scope="session")
+def nginx() -> str:
+    """Debian's nginx (`make proxy` installs it)."""
+    path = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(path).exists():
+        skip_or_fail(f"{path} missing (`make proxy` installs Debian's nginx)")
+    return path
+
+
 @pytest.fixture
 def serve():
     """``with serve(app) as server:`` runs ``app`` on 127.0.0.1 (a free port) at ``server.url``."""
@@ -65,3 +78,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def open_session(app, base_url: str = "http://127.0.0.1", token: str | None = None):
+    """A TestClient that opened a session like the page does: it holds the CSRF cookie and
+    sends the token back in the header (and the annotator token, if given)."""
+    with TestClient(app, base_url=base_url,
+                    headers={"X-Annotator-Token": token} if token else {}) as client:
+        client.headers[CSRF_HEADER] = client.get("/api/session").json()["csrf_token"]
+        yield client
+
+
+@pytest.fixture
+def session_client():
+    """``with session_client(app, base_url, token) as client:`` (see ``open_session``)."""
+    return open_session

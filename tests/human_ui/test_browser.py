@@ -150,6 +150,7 @@ def test_triplet_mode_stores_a_ranking_with_ties(page, dataset_dir, serve):
 def test_a_second_annotator_sees_the_overlap_queries(browser, dataset_dir, serve):
     with PreferenceDataset.open(dataset_dir) as ds:
         tokens = {name: ds.add_annotator(name) for name in ("ann", "bob")}
+        owner = ds.add_annotator("olga", role="owner")
     with serve(create_app(dataset_dir, UIConfig(overlap=1.0, require_token=True))) as server:
         pages = {}
         for name, token in tokens.items():
@@ -164,8 +165,12 @@ def test_a_second_annotator_sees_the_overlap_queries(browser, dataset_dir, serve
         assert shown_query(pages["ann"]) != answered
         stored = [(x.query_id, x.annotator, x.outcome.value) for x in labels(dataset_dir)]
         assert stored == [(answered, "ann", "left"), (answered, "bob", "right")]
-        pages["ann"].goto(f"{server.url}/agreement?token={tokens['ann']}")
+        assert pages["ann"].goto(f"{server.url}/agreement?token={tokens['ann']}").status == 403
+        assert pages["ann"].locator("#agreement-link").is_hidden()  # annotators are not shown the link
+        pages["ann"].goto(f"{server.url}/agreement?token={owner}")
         pages["ann"].wait_for_selector("#pairs tbody tr", timeout=10_000)
         assert "ann · bob" in pages["ann"].inner_text("#pairs")
+        rows = pages["ann"].locator("#reliability tbody tr").all_inner_texts()
+        assert [row.split()[0] for row in rows] == ["ann", "bob"] and all("%" in row for row in rows)
         for page in pages.values():
             page.context.close()

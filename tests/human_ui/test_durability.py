@@ -14,6 +14,7 @@ import httpx
 
 from embodied_pref.data import new_id
 from embodied_pref.store import PreferenceDataset
+from human_ui.client import open_client
 from human_ui.demo import build_demo_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,8 +46,7 @@ def test_acknowledged_labels_survive_sigkill_without_duplicates(tmp_path, free_p
     refused: list[str] = []
 
     def client(token: str) -> None:
-        headers = {"X-Annotator-Token": token}
-        with httpx.Client(base_url=url, headers=headers, timeout=5) as http:
+        with open_client(url, token, timeout=5) as http:
             for i in range(500):
                 if stop.is_set():
                     return
@@ -88,12 +88,12 @@ def test_acknowledged_labels_survive_sigkill_without_duplicates(tmp_path, free_p
     server = start_server(dataset_dir, port)
     try:
         resent = 0
-        with httpx.Client(base_url=url, timeout=5) as http:
+        with open_client(url, timeout=5) as http:  # the local owner
             for token, body in list(in_flight.items()):  # a retry after a lost acknowledgement
                 response = http.post("/api/label", json=body, headers={"X-Annotator-Token": token})
                 assert response.status_code == 200, response.text
                 resent += 1
-            exported = http.get("/api/export", headers={"X-Annotator-Token": tokens[0]}).json()
+            exported = http.get("/api/export").json()
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=20)

@@ -1,13 +1,11 @@
-import numpy as np
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from embodied_pref.data import Clip
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.store import PreferenceDataset
 from human_ui.config import UIConfig
-from human_ui.queue import LabelQueue, QueueError, is_overlap_query
+from human_ui.queue import LabelQueue, QueueError, is_overlap_position
 from human_ui.server import create_app
 
 
@@ -40,11 +38,12 @@ def test_an_annotator_never_gets_a_query_twice_and_new_ones_are_selected(store):
 
 
 def test_overlap_queries_go_to_a_second_annotator_and_only_those(store):
-    shares = np.mean([is_overlap_query(f"{i:032x}", 0.1) for i in range(4000)])
-    assert 0.08 < shares < 0.12
+    for share in (0.1, 0.15, 0.3, 1 / 3):
+        flags = [is_overlap_position(i, share) for i in range(1000)]
+        assert all(sum(flags[:n]) == int(n * share + 1e-9) for n in range(1001))  # exactly the share
     alone = LabelQueue(store, UIConfig(overlap=0.0))
     first = answer_all(alone, "ann", 3)
-    assert alone.next_query("bob").id not in first
+    assert alone.next_query("dan").id not in first
     both = LabelQueue(store, UIConfig(overlap=1.0))
     assert both.next_query("bob").id == first[0]  # waiting for its second answer: first in line
     both.add_label("bob", first[0], "right")
@@ -93,10 +92,10 @@ def test_disagreement_selection_scores_pairs_and_triplets(store):
         assert batch == sorted(batch, reverse=True)  # the most disputed first
 
 
-def test_background_retraining_every_n_labels_feeds_selection(dataset_dir):
+def test_background_retraining_every_n_labels_feeds_selection(dataset_dir, session_client):
     config = UIConfig(selection="disagreement", retrain_every=4, reward_epochs=5, overlap=0.0)
     app = create_app(dataset_dir, config)
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with session_client(app) as client:
         for i in range(4):
             query = client.get("/api/next").json()["query"]
             assert client.post("/api/label", json={"query_id": query["id"],
@@ -138,10 +137,10 @@ def test_disagreement_falls_back_to_uniform_over_clips_of_different_lengths(tmp_
         assert queue.next_query("ann") is None
 
 
-def test_background_refit_in_triplet_mode_learns_from_rankings_with_ties(dataset_dir):
+def test_background_refit_in_triplet_mode_learns_from_rankings_with_ties(dataset_dir, session_client):
     config = UIConfig(mode="triplet", retrain_every=3, reward_epochs=5, overlap=0.0)
     app = create_app(dataset_dir, config)
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with session_client(app) as client:
         for ranking, ties in (([0, 1, 2], []), ([2, 0, 1], [1]), ([1, 2, 0], [0, 1])):
             query = client.get("/api/next").json()["query"]
             assert len(query["clips"]) == 3
@@ -153,7 +152,7 @@ def test_background_refit_in_triplet_mode_learns_from_rankings_with_ties(dataset
         assert app.state.retrainer.fits == 1 and app.state.queue.ensemble is not None
 
 
-def test_a_refit_that_fails_on_a_dataset_error_reports_it(dataset_dir, monkeypatch):
+def test_a_refit_that_fails_on_a_dataset_error_reports_it(dataset_dir, monkeypatch, session_client):
     from embodied_pref.store import DatasetError
     from human_ui import reward_model
 
@@ -162,7 +161,7 @@ def test_a_refit_that_fails_on_a_dataset_error_reports_it(dataset_dir, monkeypat
 
     monkeypatch.setattr(reward_model, "fit_reward", unreadable)
     app = create_app(dataset_dir, UIConfig(retrain_every=1, overlap=0.0))
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with session_client(app) as client:
         query = client.get("/api/next").json()["query"]
         client.post("/api/label", json={"query_id": query["id"], "outcome": "left"})
         app.state.retrainer.wait(timeout=60)

@@ -19,8 +19,8 @@ def rows(dataset_dir):
 
 
 @pytest.fixture
-def local(dataset_dir):
-    with TestClient(create_app(dataset_dir, UIConfig(overlap=0.0)), base_url=LOCAL) as client:
+def local(dataset_dir, session_client):
+    with session_client(create_app(dataset_dir, UIConfig(overlap=0.0)), LOCAL) as client:
         yield client
 
 
@@ -30,7 +30,9 @@ def test_bad_inputs_are_refused_with_the_field_named_and_nothing_stored(local, d
         ({"query_id": "nosuchquery", "outcome": "left"}, 404, "field 'query_id'"),
         ({"query_id": "../../etc", "outcome": "left"}, 422, "field 'query_id'"),
         ({"query_id": query_id, "outcome": "best"}, 422, "field 'outcome'"),
-        ({"query_id": query_id, "outcome": "ranking", "ranking": [1, 0]}, 422, "field 'outcome'"),
+        ({"query_id": query_id, "outcome": "ranking", "ranking": [1, 0, 2]}, 422, "field 'outcome'"),
+        ({"query_id": query_id, "outcome": "ranking", "ranking": [1, 0]}, 422, "field 'ranking'"),
+        ({"query_id": query_id, "outcome": "ranking", "ranking": [1, 0, 3]}, 422, "field 'ranking.2'"),
         ({"query_id": query_id, "outcome": "left", "ranking": [0, 1]}, 422, "field 'ranking'"),
         ({"query_id": query_id, "outcome": "left", "ties": [0]}, 422, "field 'ties'"),
         ({"query_id": query_id, "outcome": "left", "extra": 1}, 422, "field 'extra'"),
@@ -81,21 +83,24 @@ def test_only_preview_files_are_served(local, dataset_dir):
         assert b"secret" not in response.content and b"SQLite" not in response.content
 
 
-def test_tokens_are_required_when_exposed(dataset_dir, capsys):
-    token = add_annotator(dataset_dir, "ann", UIConfig(host="0.0.0.0", port=9000))
-    assert f"http://0.0.0.0:9000/?token={token}" in capsys.readouterr().out
+def test_tokens_are_required_when_exposed(dataset_dir, capsys, session_client):
+    token = add_annotator(dataset_dir, "ann", UIConfig(host="0.0.0.0", port=9000,
+                                                       public_url="https://labels.example.org"))
+    assert f"https://labels.example.org/?token={token}" in capsys.readouterr().out
     config = UIConfig(host="0.0.0.0", overlap=0.0)
     assert config.tokens_required
     with TestClient(create_app(dataset_dir, config), base_url="http://labels.example.org") as client:
         for headers in ({}, {"X-Annotator-Token": "wrong"}, {"X-Annotator-Token": "x" * 500},
                         {"Authorization": "Bearer wrong"}):
             for method, url in [("get", "/api/next"), ("get", "/api/session"), ("post", "/api/undo"),
-                                ("get", "/api/export"), ("get", "/api/agreement")]:
+                                ("get", "/api/export"), ("get", "/api/agreement"),
+                                ("get", "/api/openapi.json"), ("get", "/agreement")]:
                 response = getattr(client, method)(url, headers=headers)
                 assert response.status_code == 401 and "field 'token'" in response.json()["detail"]
-        good = {"X-Annotator-Token": token}
-        query = client.get("/api/next", headers=good).json()["query"]
+    with session_client(create_app(dataset_dir, config), "http://labels.example.org", token) as client:
+        query = client.get("/api/next").json()["query"]
         assert client.get(query["clips"][0]["url"]).status_code == 200  # the URL carries the token
+        del client.headers["X-Annotator-Token"]
         assert client.get(query["clips"][0]["url"].split("?")[0]).status_code == 401
         response = client.post("/api/label", json={"query_id": query["id"], "outcome": "left"})
         assert response.status_code == 401
@@ -131,6 +136,7 @@ def test_a_label_waiting_on_a_slow_selection_does_not_stall_the_server(dataset_d
 
     import httpx
 
+    from human_ui.client import open_client
     from human_ui.server import BackgroundServer
 
     app = create_app(dataset_dir, UIConfig(overlap=0.0))
@@ -150,7 +156,7 @@ def test_a_label_waiting_on_a_slow_selection_does_not_stall_the_server(dataset_d
         return real_add(*args, **kwargs)  # waits for the lock
 
     queue.next_query, queue.add_label = slow_next, add_label
-    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+    with BackgroundServer(app) as server, open_client(server.url, timeout=60) as http:
         results = {}
         selection = threading.Thread(target=lambda: results.update(next=http.get("/api/next")))
         labelling = threading.Thread(target=lambda: results.update(label=http.post(
