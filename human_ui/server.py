@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from annotated_types import Ge, Le
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -174,6 +174,9 @@ class RankingAnswer(PairAnswer):
 
 
 LabelRequest = Annotated[PairAnswer | RankingAnswer, Field(discriminator="outcome")]
+_LOCATION_PREFIXES = frozenset({"body", "ranking", *get_args(PairAnswer.model_fields["outcome"].annotation)})
+"""The first parts of a validation error's location that name no field: the body, and the
+answer kind the union picked."""
 
 
 class UndoRequest(BaseModel):
@@ -270,9 +273,9 @@ def create_app(dataset_path: str | Path, config: UIConfig = UIConfig()) -> FastA
             if error.get("type") == "union_tag_invalid":
                 problems.append(f"field 'outcome': {error.get('msg', 'invalid')}")
                 continue
-            tags = ("body", *PairAnswer.model_fields["outcome"].annotation.__args__, "ranking")
             path = [str(p) for p in error.get("loc", ())]
-            field = ".".join(p for i, p in enumerate(path) if not (i < 2 and p in tags)) or "body"
+            field = ".".join(p for i, p in enumerate(path)
+                             if not (i < 2 and p in _LOCATION_PREFIXES)) or "body"
             problems.append(f"field '{field}': {error.get('msg', 'invalid')}")
         return JSONResponse({"detail": "; ".join(problems)}, 422)
 
