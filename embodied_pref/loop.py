@@ -29,7 +29,7 @@ from embodied_pref.reward_nets import RewardEnsemble, RewardFn, RewardNetConfig,
 from embodied_pref.reliability_training import train_reward_with_reliability
 from embodied_pref.reward_training import RewardTrainingConfig, train_reward
 from embodied_pref.segments import (
-    PreferencePairs, SegmentBatch, clip_batch, clip_pool, cut_clips, labelled_pairs)
+    PreferencePairs, SegmentBatch, clip_batch, clip_pool, cut_clips, labelled_pairs, pairs_and_labels)
 from embodied_pref.store import PreferenceDataset
 
 LOOP_STATE_KEY = "loop"
@@ -194,21 +194,11 @@ def _pairs_with_annotators(dataset: PreferenceDataset) -> tuple[PreferencePairs,
     """`labelled_pairs(dataset)`, the annotator of each pair, and the query id under which a
     pair counts towards its annotator's reliability ("" for the pairs a ranking or an equal
     answer implies: only left/right answers are counted)."""
-    pairs = labelled_pairs(dataset)
-    clips_per_query = {q.id: len(q.clip_ids) for q in dataset.queries()}
-    annotators, evidence, groups = [], [], []
-    for label in dataset.labels():  # the order labelled_pairs read them in; later labels are extra
-        if len(groups) >= len(pairs):
-            break
-        if label.query_id not in clips_per_query:
-            break
-        n = len(label.implied_preferences(clips_per_query[label.query_id]))
-        annotators += [label.annotator] * n
-        evidence += [label.query_id if label.outcome in (Outcome.LEFT, Outcome.RIGHT) else ""] * n
-        groups += [label.query_id] * n
-    if groups != list(pairs.groups):
-        raise RuntimeError(f"{dataset.path}: labels changed while they were read; fit the reward again")
-    return pairs, np.array(annotators, dtype=object), np.array(evidence, dtype=object)
+    pairs, labels = pairs_and_labels(dataset)
+    annotators = np.array([label.annotator for label in labels], dtype=object)
+    evidence = np.array([label.query_id if label.outcome in (Outcome.LEFT, Outcome.RIGHT) else ""
+                         for label in labels], dtype=object)
+    return pairs, annotators, evidence
 
 
 def standardized_on_pool(reward_fn: RewardFn, pool: SegmentBatch) -> StandardizedReward:

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from embodied_pref.data import Clip, Segment, Trajectory
+from embodied_pref.data import Clip, Label, Segment, Trajectory
 from embodied_pref.store import PreferenceDataset
 
 
@@ -155,8 +155,13 @@ def labelled_pairs(dataset: PreferenceDataset) -> PreferencePairs:
 
     A query labelled by several annotators contributes one pair per label.
     """
+    return pairs_and_labels(dataset)[0]
+
+
+def pairs_and_labels(dataset: PreferenceDataset) -> tuple[PreferencePairs, list[Label]]:
+    """`labelled_pairs`, and the label each pair comes from (e.g. for its annotator)."""
     queries = {q.id: q for q in dataset.queries()}
-    firsts, seconds, targets, groups = [], [], [], []
+    firsts, seconds, targets, groups, sources = [], [], [], [], []
     for label in dataset.labels():
         query = queries[label.query_id]
         for i, j, target in label.implied_preferences(len(query.clip_ids)):
@@ -164,9 +169,11 @@ def labelled_pairs(dataset: PreferenceDataset) -> PreferencePairs:
             seconds.append(query.clip_ids[j])
             targets.append(target)
             groups.append(query.id)
+            sources.append(label)
     if not targets:
         raise ValueError(f"{dataset.path}: no labels with a preference (left/right/equal or a ranking)")
-    return PreferencePairs(
+    pairs = PreferencePairs(
         clip_batch(dataset, firsts), clip_batch(dataset, seconds), np.asarray(targets, np.float32),
         np.asarray(groups),
     )
+    return pairs, sources

@@ -307,10 +307,15 @@ class LabelQueue:
             clip_sets = {frozenset(self._queries[label.query_id].clip_ids) for label in mine}
             waiting = sum(1 for q in self._queries.values()
                           if self._open_for(q, annotator, now, seen)[0] and self._showable(q))
-            previews = sum(self._preview_exists(clip_id) for clip_id in self._clip_ids)
+            clips, previews = self.pool_size()
             return {"labelled": len(mine), "waiting": waiting, "pairs": len(clip_sets),
                     "clips_seen": len(set().union(*clip_sets)) if clip_sets else 0,
-                    "previews": previews, "clips": len(self._clip_ids)}
+                    "previews": previews, "clips": clips}
+
+    def pool_size(self) -> tuple[int, int]:
+        """(clips in the dataset, those with a preview: the pool new queries come from)."""
+        with self._lock:
+            return len(self._clip_ids), sum(self._preview_exists(c) for c in self._clip_ids)
 
     def annotator_stats(self) -> dict[str, dict[str, int]]:
         """Per annotator: labels per outcome and in all."""

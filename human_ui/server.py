@@ -499,19 +499,18 @@ class BackgroundServer:
         self._socket.close()
 
 
-def describe_pool(dataset: PreferenceDataset, config: UIConfig) -> list[str]:
+def describe_pool(app: FastAPI, config: UIConfig) -> list[str]:
     """What the server will ask, in words for whoever starts it: where queries come from, and
     what is missing when there is nothing to show."""
-    clips = dataset.clips()
-    previews = sum(dataset.preview_path(c.id).is_file() for c in clips)
-    open_queries = len(dataset.unlabeled_queries())
+    clips, previews = app.state.queue.pool_size()
+    open_queries = len(app.state.dataset.unlabeled_queries())
     lines = [f"  queries: {open_queries} stored without a label are asked first; then the server "
              f"selects new {config.mode}s ({config.selection}) from the {previews} clips with a "
              "preview, never the same clips twice"]
     if not clips:
         lines.append("  no clips yet: record some with `embodied-pref collect --frames`")
     elif previews == 0:
-        lines.append(f"  none of the {len(clips)} clips has a preview, so people will see nothing: "
+        lines.append(f"  none of the {clips} clips has a preview, so people will see nothing: "
                      "run `embodied-pref make-previews DATASET` (or `collect --frames`)")
     return lines
 
@@ -527,7 +526,7 @@ def serve(dataset_path: str | Path, config: UIConfig = UIConfig()) -> None:
         url = url_for(config.host, sock.getsockname()[1])
         print(f"Labeling {dataset_path} ({config.mode} mode, {config.selection} selection) at {url}",
               flush=True)
-        for line in describe_pool(app.state.dataset, config):
+        for line in describe_pool(app, config):
             print(line, flush=True)
         if config.tokens_required:
             note = "" if is_loopback(config.host) else f"{config.host} is reachable beyond localhost: "
