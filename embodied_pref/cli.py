@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from embodied_pref.agent_ranking import leaderboard_markdown
 from embodied_pref.data.vpt import VPTImportConfig, import_recordings
+from embodied_pref.distributed import is_main_process
 from embodied_pref.evaluation import evaluate_reward
 from embodied_pref.experiments.agent_ranking import AgentRankingConfig, rank_agents
 from embodied_pref.experiments.align_policy import AlignPolicyConfig, run_align_policy
@@ -191,6 +192,8 @@ def train_reward(
         else:
             ensemble, val_accuracy = fit_reward(store, net, training, log_dir=out.parent / "tensorboard")
             estimate = None
+    if not is_main_process():  # under torchrun every rank holds the same weights; rank 0 reports
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     ensemble.save(out)
     print(f"{out}: reward ensemble of {net.ensemble_size}; validation preference accuracy {val_accuracy:.3f}")
@@ -228,6 +231,8 @@ def train_rapl(
     """
     with PreferenceDataset.open(dataset) as store:
         report = train_on_stored_rankings(store, out, config)
+    if not is_main_process():
+        return
     print(f"{out}: RAPL encoder aligned on {report.train_triplets} ranked triplets ({report.equal_triplets} "
           f"with neutral = negative, train and held out); held-out triplet accuracy "
           f"{report.held_out_accuracy_before:.3f} -> {report.held_out_accuracy_after:.3f} "
@@ -474,3 +479,7 @@ def main(args: list[str] | None = None) -> None:
                                              description="Learn rewards from preferences over trajectory clips.")
     except DatasetError as err:  # a missing dataset, a duplicate name: the message says it all
         raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":  # `torchrun -m embodied_pref.cli ...`, `python -m embodied_pref.cli ...`
+    main()

@@ -7,6 +7,12 @@ Labels may come with a flip rate each (their annotator's ε, see `annotator_reli
 noise-aware Bradley–Terry likelihood of a label is then (1 − ε)·P_BT + ε·(1 − P_BT), so that an
 unreliable annotator's labels pull the reward less (ε = 0.5: not at all);
 `reliability_training` alternates the fit with the estimate of every annotator's ε.
+
+Under `torchrun` (WORLD_SIZE > 1) every process draws the same split, resamples and batch
+order (one seed), takes every world_size-th pair of each batch (DistributedSampler's
+interleaving), and the gradients are averaged across processes before each step: a step
+sees the same pairs as in a single process. The validation loss is averaged across processes,
+so all stop at the same epoch with the same best weights; rank 0 alone writes the logs.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from embodied_pref.distributed import (DistributedContext, average_gradients, distributed_context,
+                                       mean_across_processes)
 from embodied_pref.metrics import preference_accuracy
 from embodied_pref.preference import PartialReturnModel
 from embodied_pref.reward_nets import RewardEnsemble
@@ -34,7 +42,7 @@ class RewardTrainingConfig:
     max_epochs: int = 300
     """Upper bound on passes over the training pairs."""
     batch_size: int = 64
-    """Pairs per gradient step."""
+    """Pairs per gradient step (under torchrun: over all processes, each computing its share)."""
     learning_rate: float = 1e-3
     """Adam step size."""
     weight_decay: float = 1e-2
@@ -49,7 +57,7 @@ class RewardTrainingConfig:
     seed: int = 0
     """Seeds the split, the resamples, the initialization and batch order."""
     device: str = "auto"
-    """"auto" (CUDA when available), "cpu" or "cuda"."""
+    """"auto" (CUDA when available; the local rank's GPU under torchrun), "cpu" or "cuda"."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -78,12 +86,6 @@ class RewardTrainingReport:
     """Per set of pairs, (K, N) bool: member k never trained on pair i nor on another pair of
     its query (validation pairs, and those its bootstrap resample left out): its prediction
     there is out of sample."""
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def split_by_query(
@@ -202,7 +204,8 @@ def train_reward(
     flip_sets = _flip_sets(flip_rates, sets)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    ctx = distributed_context(config.device)
+    device = ctx.device
     ensemble.to(device)
     for module in ensemble.modules():  # every layer, the potential's too: a refit starts afresh
         if module is not ensemble and hasattr(module, "reset_parameters"):
@@ -228,13 +231,13 @@ def train_reward(
         ensemble.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     writer = None
-    if log_dir is not None:
+    if log_dir is not None and ctx.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(log_dir))
 
     best_loss, best_state, since_best = float("inf"), copy.deepcopy(ensemble.state_dict()), 0
-    bar = tqdm(range(config.max_epochs), desc="reward", disable=not config.progress, leave=False)
+    bar = tqdm(range(config.max_epochs), desc="reward", disable=not (config.progress and ctx.is_main), leave=False)
     for epoch in bar:
         ensemble.train()
         epoch_loss, n_batches = 0.0, 0
@@ -243,7 +246,7 @@ def train_reward(
             for start in range(0, len(train), config.batch_size):
                 loss = torch.zeros((), device=device)
                 for member_k, perm in enumerate(perms):
-                    batch_index = perm[start : start + config.batch_size]
+                    batch_index, share = _rank_share(perm[start : start + config.batch_size], ctx)
                     batch = train[batch_index]
                     if len(batch) == 0:
                         continue
@@ -252,19 +255,24 @@ def train_reward(
                     ra = member(*batch.first.tensors(device))
                     rb = member(*batch.second.tensors(device))
                     batch_flips = None if flips is None else _flip_tensor(flips[batch_index], device)
-                    loss = loss + noise_aware_loss(model, ra, rb, targets, batch_flips)
+                    loss = loss + share * noise_aware_loss(model, ra, rb, targets, batch_flips)
                 optimizer.zero_grad()
-                loss.backward()
+                if loss.requires_grad:  # under torchrun a batch smaller than world_size leaves some processes none
+                    loss.backward()
+                if ctx.world_size > 1:
+                    average_gradients(ensemble.parameters(), ctx)
                 optimizer.step()
                 epoch_loss += loss.item() / k
                 n_batches += 1
-        report.train_loss.append(epoch_loss / max(n_batches, 1))
+        train_loss = epoch_loss / max(n_batches, 1)
 
         ensemble.eval()
         if n_val:
             val_loss, accuracy = _validation(ensemble, [(v, f) for v, f in zip(vals, val_flips) if len(v)], model)
         else:
-            val_loss, accuracy = report.train_loss[-1], float("nan")
+            val_loss, accuracy = train_loss, float("nan")
+        train_loss, val_loss, accuracy = mean_across_processes([train_loss, val_loss, accuracy], ctx)
+        report.train_loss.append(train_loss)
         report.validation_loss.append(val_loss)
         report.validation_accuracy.append(accuracy)
         if writer is not None:
@@ -285,6 +293,14 @@ def train_reward(
     if writer is not None:
         writer.close()
     return report
+
+
+def _rank_share(batch_index: np.ndarray, ctx: DistributedContext) -> tuple[np.ndarray, float]:
+    """This process's pairs of a batch (every world_size-th from its rank on) and the weight of
+    their mean loss: world_size × its share of the batch, so that the mean over processes of
+    the weighted losses (and gradients) is the batch's mean loss; 1 in a single process."""
+    mine = batch_index[ctx.rank :: ctx.world_size]
+    return mine, len(mine) * ctx.world_size / max(len(batch_index), 1)
 
 
 def _unseen(pairs: PreferencePairs, train_index: np.ndarray, member_indices: Sequence[np.ndarray]) -> np.ndarray:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from embodied_pref.annotator_reliability import AnnotatorReliability, ReliabilityConfig
 from embodied_pref.data import OUTCOME_TARGETS
+from embodied_pref.distributed import is_main_process
 from embodied_pref.evaluation import evaluate_reward
 from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.tasks import scripted_clips
@@ -317,9 +318,10 @@ def run_annotator_reliability(config: AnnotatorReliabilityConfig = AnnotatorReli
                  if k in row["ranking"] else "– | –" for k in ESTIMATE_KINDS]
         table.append(f"| {row['seed']} | " + " | ".join(cells) + " |")
     wall = time.perf_counter() - started
-    config.out.mkdir(parents=True, exist_ok=True)
-    plot_flip_rates(rows, config.out / "flip_rates.png",
-                    title=f"{config.task}: annotators' flip rates, estimated vs true")
+    if is_main_process():
+        config.out.mkdir(parents=True, exist_ok=True)
+        plot_flip_rates(rows, config.out / "flip_rates.png",
+                        title=f"{config.task}: annotators' flip rates, estimated vs true")
     ranks = {k: all(r["ranking"][k]["ranks_correctly"] for r in rows) for k in ESTIMATE_KINDS if k in rows[0]["ranking"]}
     return save_results(config.out, config, rows, table, accuracy_gain_mean=float(np.mean(gain)),
                         ranks_correctly_every_seed=ranks, wall_seconds=wall)

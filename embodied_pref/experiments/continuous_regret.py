@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from embodied_pref.data import OUTCOME_TARGETS, Trajectory
+from embodied_pref.distributed import is_main_process
 from embodied_pref.experiments import tasks
 from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
@@ -138,8 +139,9 @@ def cached_value_function(config: ContinuousRegretConfig, seed: int, progress: b
         if all(value.source.get(k) == v for k, v in expected.items()):
             return value
     value = expert_value_function(config.embodiment, config.value, seed, progress)
-    config.out.mkdir(parents=True, exist_ok=True)
-    value.save(path)
+    if is_main_process():  # every rank fits the same V̂ (one seed); one writes it
+        config.out.mkdir(parents=True, exist_ok=True)
+        value.save(path)
     return value
 
 

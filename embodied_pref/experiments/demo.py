@@ -5,6 +5,7 @@ Crafter form is `crafter_demo`)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -175,6 +176,9 @@ def held_out_clips(config: DemoConfig) -> SegmentBatch:
 
 def open_run(config: DemoConfig, description: str) -> tuple[Path, PreferenceDataset]:
     """The run directory and its dataset: created, or reopened with --resume."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RuntimeError("the demo runs the PbRL loop, whose dataset one process writes: run it without torchrun "
+                           f"(WORLD_SIZE is {os.environ['WORLD_SIZE']})")
     run_dir = config.runs_dir / config.name
     dataset_dir = run_dir / "dataset"
     if dataset_dir.exists() and not config.resume:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from embodied_pref.distributed import is_main_process
 from embodied_pref.experiments.results import mean_std, save_results
 from embodied_pref.experiments.reward_quality import fit_and_evaluate, teacher_pairs
 from embodied_pref.experiments.xmagical_data import mixed_quality_pools
@@ -71,12 +72,13 @@ def run_label_efficiency(config: LabelEfficiencyConfig) -> dict:
         }
         for metric in ("accuracy", "spearman")
     }
-    config.out.mkdir(parents=True, exist_ok=True)
-    plot_curves(
-        config.budgets, curves, config.out / "label_efficiency.png",
-        title=f"X-MAGICAL SweepToTop-{config.embodiment}: held-out reward quality",
-        xlabel="labels",
-    )
+    if is_main_process():
+        config.out.mkdir(parents=True, exist_ok=True)
+        plot_curves(
+            config.budgets, curves, config.out / "label_efficiency.png",
+            title=f"X-MAGICAL SweepToTop-{config.embodiment}: held-out reward quality",
+            xlabel="labels",
+        )
     table = ["| labels | " + " | ".join(f"{m} accuracy | {m} Spearman" for m in config.methods) + " |",
              "|---:|" + "---:|" * (2 * len(config.methods))]
     for i, budget in enumerate(config.budgets):

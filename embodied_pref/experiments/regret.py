@@ -27,6 +27,7 @@ import scipy.stats
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from embodied_pref.distributed import is_main_process
 from embodied_pref.experiments.presets import with_preset
 from embodied_pref.experiments.results import save_results
 from embodied_pref.plots import plot_curves
@@ -252,8 +253,9 @@ def run_regret_experiment(config: RegretExperimentConfig) -> dict:
         curves[f"near-optimal share, {teacher} teacher"] = {
             learner: [(_select(rows, teacher, b, learner) > NEAR_OPTIMAL).astype(float).tolist()
                       for b in config.budgets] for learner in LEARNERS}
-    config.out.mkdir(parents=True, exist_ok=True)
-    plot_curves(config.budgets, curves, config.out / "regret.png",
-                title="Delivery domain (Knox et al.'s MDPs): policies from learned rewards and advantages",
-                xlabel="labelled pairs")
+    if is_main_process():
+        config.out.mkdir(parents=True, exist_ok=True)
+        plot_curves(config.budgets, curves, config.out / "regret.png",
+                    title="Delivery domain (Knox et al.'s MDPs): policies from learned rewards and advantages",
+                    xlabel="labelled pairs")
     return save_results(config.out, config, rows, table, summary=summary, tests=tests)

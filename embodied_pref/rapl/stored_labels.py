@@ -22,7 +22,7 @@ import torch
 from embodied_pref.data import Label, Outcome, Query
 from embodied_pref.rapl.alignment import LOSSES, AlignmentConfig, train_alignment, triplet_accuracy
 from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder, pad_videos, resize_frames
-from embodied_pref.distributed import distributed_context
+from embodied_pref.distributed import distributed_context, is_main_process
 from embodied_pref.rapl.training import OptimConfig
 from embodied_pref.rapl.triplets import triplets_from_labels
 from embodied_pref.store import PreferenceDataset
@@ -151,8 +151,9 @@ def train_on_stored_rankings(dataset: PreferenceDataset, out: Path,
         clips=len(clip_ids), train_queries=len(train_q), held_out_queries=len(held_q), train_triplets=len(train),
         held_out_triplets=len(held), equal_triplets=int(train.equal.sum() + held.equal.sum()),
         held_out_accuracy_before=before, held_out_accuracy_after=after)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": encoder.cpu().state_dict(), "dataset": str(dataset.path), "stride": config.stride,
-                "encoder": {k: str(v) for k, v in dataclasses.asdict(config.encoder).items()},
-                "report": dataclasses.asdict(report)}, out)
+    if is_main_process():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": encoder.cpu().state_dict(), "dataset": str(dataset.path), "stride": config.stride,
+                    "encoder": {k: str(v) for k, v in dataclasses.asdict(config.encoder).items()},
+                    "report": dataclasses.asdict(report)}, out)
     return report

@@ -2,7 +2,8 @@
 CUDA autocast (bfloat16), DistributedDataParallel under `torchrun`, checkpoints and resume.
 
 A trainer supplies `batch_loss(model, indices) -> (loss, metrics)`; the loop draws `indices`
-(a (B,) int64 tensor into its N items) with a DistributedSampler when WORLD_SIZE > 1.
+(a (B,) int64 tensor into its N items) with a DistributedSampler when WORLD_SIZE > 1. There
+each epoch's metrics are averaged over the processes, and rank 0 alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
-from embodied_pref.distributed import DistributedContext, autocast, distributed_context
+from embodied_pref.distributed import DistributedContext, autocast, distributed_context, mean_across_processes
 from embodied_pref.durable import write_atomic
 
 BatchLoss = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -136,7 +137,8 @@ def fit(model: nn.Module, batch_loss: BatchLoss, n_items: int, config: OptimConf
             optimizer.step()
             for key, value in {"loss": float(loss.detach()), **metrics}.items():
                 sums.setdefault(key, []).append(value)
-        history.append({"epoch": epoch + 1, **{k: float(np.mean(v)) for k, v in sums.items()}})
+        means = mean_across_processes([float(np.mean(v)) for v in sums.values()], ctx)  # every rank's batches
+        history.append({"epoch": epoch + 1, **dict(zip(sums, means))})
         if ckpt is not None and ctx.is_main and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
             save_checkpoint(ckpt, model, optimizer, epoch + 1, history, config)
     model.eval()

@@ -19,7 +19,7 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from embodied_pref.distributed import autocast, distributed_context
+from embodied_pref.distributed import autocast, average_gradients, distributed_context
 from embodied_pref.durable import write_atomic
 from policies.diffusion.policy import DiffusionPolicy
 
@@ -93,10 +93,7 @@ class PolicyTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.ctx.world_size > 1:
-            for p in self.parameters:
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= self.ctx.world_size
+            average_gradients(self.parameters, self.ctx)
         if self.config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip)
         self.optimizer.step()
