@@ -31,14 +31,24 @@ class LearnedRewardVecEnv(VecEnvWrapper):
 
     def step_wait(self):
         obs, gt_rewards, dones, infos = self.venv.step_wait()
-        next_obs = obs.copy()
-        for i, (done, info) in enumerate(zip(dones, infos)):
-            info.setdefault("gt_reward", float(gt_rewards[i]))
-            if done and "terminal_observation" in info:
-                next_obs[i] = info["terminal_observation"]
+        for info, reward in zip(infos, gt_rewards):
+            info.setdefault("gt_reward", float(reward))
         rewards = gt_rewards
         if self.reward_fn is not None:
             actions = np.asarray(self._actions, dtype=np.float32).reshape(len(obs), -1)
-            rewards = self.reward_fn(self._last_obs, actions, next_obs).astype(np.float32)
+            rewards = np.asarray(self.reward_fn(self._last_obs, actions, self._next_obs(obs, dones, infos)),
+                                 dtype=np.float32)
         self._last_obs = obs
         return obs, rewards, dones, infos
+
+    @staticmethod
+    def _next_obs(obs: np.ndarray, dones: np.ndarray, infos: list[dict]) -> np.ndarray:
+        """The states the steps reached: an env that finished its episode (and reset) reached
+        its terminal observation, not the reset one. (N, D), a copy only where one ended."""
+        ended = [i for i in np.flatnonzero(dones) if "terminal_observation" in infos[i]]
+        if not ended:
+            return obs
+        next_obs = obs.copy()
+        for i in ended:
+            next_obs[i] = infos[i]["terminal_observation"]
+        return next_obs

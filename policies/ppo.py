@@ -37,13 +37,18 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import (
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    MultiCategoricalDistribution,
+)
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
 from embodied_pref.data import Trajectory
 from embodied_pref.reward_nets import RewardFn
-from embodied_pref.rollout import rollout
+from embodied_pref.rollout import ScheduledEpisodes, vector_rollouts
 from policies.learned_reward import LearnedRewardVecEnv
 
 Policy = Literal["auto", "MlpPolicy", "CnnPolicy", "MultiInputPolicy"]
@@ -74,6 +79,8 @@ class PPOConfig:
     """GAE λ."""
     ent_coef: float = 0.0
     """Entropy bonus."""
+    clip_range: float = 0.2
+    """PPO's clip on the probability ratio."""
     net_arch: tuple[int, ...] = (64, 64)
     """Hidden widths of the policy and value networks (after the CNN for CnnPolicy)."""
     seed: int = 0
@@ -87,7 +94,8 @@ class PPOConfig:
     """Output width of CnnPolicy's NatureCNN (SB3's default 512; smaller trains faster)."""
     vec_env: VecEnvKind = "dummy"
     """"dummy" steps the env copies in this process; "subproc" runs one process each
-    (SubprocVecEnv, forkserver start): worth it when a step or a rendered reward is slow."""
+    (SubprocVecEnv, forkserver start): worth it when a step or a rendered reward is slow.
+    `rollouts` runs its episodes over as many copies, made the same way."""
     normalize_reward: bool = False
     """Scale rewards by a running std of the discounted return, VecNormalize(norm_obs=False,
     norm_reward=True); its statistics travel in the checkpoint."""
@@ -137,6 +145,22 @@ class _MakeEnv:
             return gym.make(self.spec, **{"render_mode": "rgb_array", **kwargs})
         except TypeError:
             return gym.make(self.spec, **kwargs)
+
+
+@dataclass(frozen=True)
+class _MakeRolloutEnv:
+    """Makes one env of the VecEnv `PPOAgent.rollouts` plays on: without the training
+    `wrapper`, image observations flattened as a `Trajectory` stores them, seeded episode by
+    episode through `ScheduledEpisodes`; picklable."""
+
+    make: _MakeEnv
+    env_kwargs: Mapping[str, Any]
+
+    def __call__(self) -> gym.Env:
+        env = self.make(**self.env_kwargs)
+        if is_image_space(env.observation_space, check_channels=False):
+            env = gym.wrappers.FlattenObservation(env)
+        return ScheduledEpisodes(env)
 
 
 class _PeriodicCheckpoint(BaseCallback):
@@ -216,6 +240,7 @@ class PPOAgent:
             gamma=config.gamma,
             gae_lambda=config.gae_lambda,
             ent_coef=config.ent_coef,
+            clip_range=config.clip_range,
             policy_kwargs=policy_kwargs,
             seed=config.seed,
             device=config.device,
@@ -223,6 +248,7 @@ class PPOAgent:
             verbose=0,
         )
         self.steps_trained = 0
+        self._rollout_env: VecEnv | None = None
 
     def train(self, reward_fn: RewardFn | None, steps: int, progress: bool = False) -> None:
         """Continue training for `steps` env steps on `reward_fn` (None: the training envs'
@@ -246,23 +272,56 @@ class PPOAgent:
         return action
 
     def rollouts(self, n: int, seed: int, record_frames: bool = False) -> list[Trajectory]:
-        """`n` episodes of the current (stochastic) policy, seeds seed .. seed+n-1. Image
-        observations are stored flattened: `observations` (T+1, H·W·C) float32."""
-        kwargs = {**self.env_kwargs, **({"render_mode": "rgb_array"} if record_frames else {})}
-        env = gym.make(self.env_id, **kwargs)
-        policy = self.act
-        if is_image_space(env.observation_space, check_channels=False):
-            shape = env.observation_space.shape
-            env = gym.wrappers.FlattenObservation(env)
-            policy = lambda flat: self.act(flat.reshape(shape))  # noqa: E731
-        try:
-            return [
-                rollout(env, policy, seed + i, record_frames=record_frames,
-                        metadata={"policy": "ppo", "steps_trained": self.steps_trained})
-                for i in range(n)
-            ]
-        finally:
-            env.close()
+        """`n` episodes of the current (stochastic) policy, seeds seed .. seed+n-1, played over
+        `config.n_envs` env copies (`config.vec_env`, made once and kept until `close`).
+        Episode i samples its actions with a torch.Generator seeded seed+i and the policy sees
+        its observations one at a time (a batched forward pass rounds differently), so the
+        episodes are the same for any `n_envs` and either `vec_env`. Image observations are
+        stored flattened: `observations` (T+1, H·W·C) float32."""
+        seeds = [seed + i for i in range(n)]
+        generators: dict[int, torch.Generator] = {}
+
+        def policy(obs: np.ndarray, episodes: list[int]) -> np.ndarray:
+            for i in episodes:
+                if i not in generators:
+                    generators[i] = torch.Generator().manual_seed(seeds[i])
+            return np.stack([self._sample(row, generators[i]) for row, i in zip(obs, episodes)])
+
+        self.model.policy.set_training_mode(False)
+        return vector_rollouts(self._rollout_venv(), policy, seeds, record_frames=record_frames,
+                               metadata={"policy": "ppo", "steps_trained": self.steps_trained})
+
+    def _rollout_venv(self) -> VecEnv:
+        if self._rollout_env is None:
+            subproc = self.config.vec_env == "subproc"
+            make = _MakeRolloutEnv(_MakeEnv(gym.spec(self.env_id), torch_threads=1 if subproc else None),
+                                   self.env_kwargs)
+            self._rollout_env = (SubprocVecEnv if subproc else DummyVecEnv)([make] * self.config.n_envs)
+        return self._rollout_env
+
+    @torch.no_grad()
+    def _sample(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        """One action for one observation (flattened images too), drawn with `generator` from
+        the action distribution of the policy (in evaluation mode): (D,) -> (A,), clipped to a
+        Box's bounds like SB3's `predict`. Reads the distribution's parameters off the policy's
+        layers as `get_distribution` does, without building a torch Distribution (half the cost)."""
+        policy = self.model.policy
+        obs_tensor, _ = policy.obs_to_tensor(obs.reshape(self.venv.observation_space.shape))
+        latent = policy.mlp_extractor.forward_actor(policy.extract_features(obs_tensor, policy.pi_features_extractor))
+        out = policy.action_net(latent).cpu()
+        if isinstance(policy.action_dist, DiagGaussianDistribution):
+            action = (out + policy.log_std.exp().cpu() * torch.randn(out.shape, generator=generator)).numpy()
+        elif isinstance(policy.action_dist, (CategoricalDistribution, MultiCategoricalDistribution)):
+            dims = getattr(policy.action_dist, "action_dims", [out.shape[-1]])
+            action = torch.cat([torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+                                for logits in torch.split(out, list(dims), dim=-1)], dim=-1).numpy()
+        else:
+            raise ValueError(f"PPOAgent.rollouts({self.env_id}): expected a diagonal Gaussian or (multi-)categorical "
+                             f"action distribution, found {type(policy.action_dist).__name__}")
+        action = action.reshape(self.venv.action_space.shape)
+        if isinstance(self.venv.action_space, gym.spaces.Box):
+            action = np.clip(action, self.venv.action_space.low, self.venv.action_space.high)
+        return action
 
     def save(self, path: str | Path) -> None:
         """Writes the SB3 zip at `path` (".zip" added when it has no suffix), with the reward
@@ -295,8 +354,11 @@ class PPOAgent:
         self.steps_trained = self.model.num_timesteps
 
     def close(self) -> None:
-        """Closes the training envs (ends SubprocVecEnv workers)."""
+        """Closes the training and rollout envs (ends SubprocVecEnv workers)."""
         self.train_env.close()
+        if self._rollout_env is not None:
+            self._rollout_env.close()
+            self._rollout_env = None
 
 
 def _zip_path(path: str | Path) -> Path:
