@@ -34,13 +34,9 @@ proxy:
 test: setup browser proxy
 	$(PY) -m pytest -q
 
+# Every bench/*.py at its full size, in sorted order; stops at the first that fails.
 bench: setup
-	$(PY) bench/reward_pipeline.py
-	$(PY) bench/env_throughput.py
-	$(PY) bench/policy.py --quick
-	$(PY) bench/ot.py
-	$(PY) bench/ui.py
-	$(PY) bench/video_memory.py
+	set -e; for script in $(sort $(wildcard bench/*.py)); do echo "== $$script"; $(PY) $$script; done
 
 clean:
 	rm -rf $(VENV) runs

@@ -2,7 +2,7 @@
 registered env of ours, and the X-MAGICAL and Crafter wrappers against raw x-magical and raw
 crafter in the same process.
 
-    .venv/bin/python bench/env_throughput.py [--steps 1000] [--filter XMagical]
+    .venv/bin/python bench/env_throughput.py [--steps 1000] [--filter XMagical] [--smoke]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 import gymnasium
 import numpy as np
 
+import envs.legacy_gym  # noqa: F401,I001  (before crafter, which imports gym 0.26)
 import crafter
 import envs.crafter
 import envs.franka  # noqa: F401  (registers the ids)
@@ -20,6 +21,10 @@ import envs.xmagical
 from envs.xmagical.sweep_to_top import EPISODE_STEPS, FPS, PHYS_ITER, PHYS_STEPS
 from xmagical.benchmarks import EMBODIMENT_TO_CLASS, Embodiment
 from xmagical.benchmarks import sweep_to_top as xm_sweep
+from embodied_pref.experiments.presets import parse_with_smoke
+
+SMOKE = {"steps": 5, "frames": 1}
+"""Sizes of --smoke: every step end to end in seconds; flags given beside it win."""
 
 def our_env_ids(pattern: str) -> list[str]:
     return sorted(i for i in gymnasium.registry if i.startswith("embodied_pref/") and pattern in i)
@@ -87,7 +92,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--filter", default="", help="only env ids containing this text")
-    args = parser.parse_args()
+    args = parse_with_smoke(parser, SMOKE)
 
     print("| env | steps/s | render() frames/s |")
     print("|---|---:|---:|")

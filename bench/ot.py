@@ -8,7 +8,7 @@ tolerance (POT checks it every 10 iterations). Further rows cap both solvers at 
 iterations whose plans are still within `ACCURACY` of the converged one, and repeat both
 comparisons in float32.
 
-    .venv/bin/python bench/ot.py [--pairs 64 --size 50 --videos 4 --frames 45 --image-size 112]
+    .venv/bin/python bench/ot.py [--pairs 64 --size 50 --videos 4 --frames 45 --image-size 112] [--smoke]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from embodied_pref.experiments.presets import parse_with_smoke
 from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder
 from embodied_pref.rapl.ot_reward import OTRewardConfig, ot_step_rewards
 from embodied_pref.rapl.sinkhorn import SinkhornConfig, cosine_cost, sinkhorn_plan
@@ -32,6 +33,8 @@ ACCURACY = 1e-5
 """Largest max abs plan difference for two solvers to count as giving the same plan."""
 FLOAT32_TOLERANCE = 1e-6
 """Stopping tolerance of the float32 rows (float32 rounding alone leaves about 1e-7)."""
+SMOKE = {"pairs": 2, "size": 5, "videos": 1, "frames": 2, "image_size": 32, "repeats": 1, "ot_rounds": 1}
+"""Sizes of --smoke: every step end to end in seconds; flags given beside it win."""
 
 
 def import_pot() -> ModuleType:
@@ -76,7 +79,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls of each encoder row")
     parser.add_argument("--ot-rounds", type=int, default=5, help="rounds of 10 timed calls of each Sinkhorn row")
-    args = parser.parse_args()
+    args = parse_with_smoke(parser, SMOKE)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     ot = import_pot()

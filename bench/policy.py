@@ -5,9 +5,11 @@ on X-MAGICAL avoid (Gripper, state, layout "jitter") next to the scripted expert
 seeds. Prints one table with ratios and whether the goal "DDIM-10 >= 8x faster than DDPM-100
 at equal BC success within 5 points" holds with the measured numbers.
 
-    .venv/bin/python bench/policy.py [--quick] [--unet cpu] [--device cpu|cuda] [--bc-steps 3000]
+    .venv/bin/python bench/policy.py [--quick | --smoke] [--unet cpu] [--device cpu|cuda] [--bc-steps 3000]
 
 --quick: tiny UNet, 20 demos, 300 BC steps, 20 latency calls (a few minutes on 2 CPU cores).
+--smoke: every row in seconds (2 demos, 2 BC steps, 1 episode, torch.compile with its "eager"
+backend, which traces the UNet but generates no code).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ STATE_DIM, ACTION_DIM = 17, 3
 SAMPLERS = (("DDPM-100", "ddpm", None), ("DDIM-10", "ddim", 10), ("DDIM-4", "ddim", 4))
 """(label, sampler, steps): DDPM always runs all train_timesteps (100) steps."""
 GOAL_SPEEDUP, GOAL_POINTS = 8.0, 5.0
+PRESETS = {"unet": ("cpu", "tiny", "tiny"), "calls": (50, 20, 2), "train_steps": (20, 5, 1),
+           "bc_demos": (100, 20, 2), "bc_steps": (3000, 300, 2), "bc_batch": (256, 64, 8), "lr": (1e-4, 1e-3, 1e-3),
+           "episodes": (20, 20, 1), "compile_backend": ("inductor", "inductor", "eager")}
+"""Per flag left out: (full, --quick, --smoke) value."""
 
 Latency = tuple[float, float] | str
 """(p50, p95) seconds, or the reason it could not be measured (e.g. torch.compile failing)."""
@@ -86,8 +92,8 @@ def chunk_latencies(policy: DiffusionPolicy, sampler: str, steps: int | None, ca
     return float(np.percentile(times, 50)), float(np.percentile(times, 95))
 
 
-def measure_latency(config: DiffusionPolicyConfig, calls: int, compile_unet: bool, device: torch.device
-                    ) -> dict[tuple[str, bool], Latency]:
+def measure_latency(config: DiffusionPolicyConfig, calls: int, compile_unet: bool, device: torch.device,
+                    backend: str) -> dict[tuple[str, bool], Latency]:
     """{(sampler label, compiled): (p50, p95) seconds, or why it failed}."""
     torch.manual_seed(0)
     policy = DiffusionPolicy(config).to(device).eval()
@@ -97,7 +103,7 @@ def measure_latency(config: DiffusionPolicyConfig, calls: int, compile_unet: boo
     if compile_unet:
         eager = policy.unet
         try:
-            policy.unet = torch.compile(eager)
+            policy.unet = torch.compile(eager, backend=backend)
             policy.sample_chunk({"state": torch.zeros(1, config.n_obs_steps, STATE_DIM, device=device)}, None, "ddim", 1)
         except Exception as err:  # compile errors surface at the first call; report them in the table
             reason = failure(err)
@@ -115,7 +121,7 @@ def measure_latency(config: DiffusionPolicyConfig, calls: int, compile_unet: boo
 
 
 def measure_training(config: DiffusionPolicyConfig, batch_sizes: tuple[int, ...], steps: int, compile_unet: bool,
-                     device: torch.device) -> dict[tuple[int, bool], Measured]:
+                     device: torch.device, backend: str) -> dict[tuple[int, bool], Measured]:
     """{(batch size, compiled): samples/s, or why it failed}: BC loss forward, backward and
     an AdamW step on random windows (bfloat16 autocast on CUDA, as the trainers run)."""
     results: dict[tuple[int, bool], Measured] = {}
@@ -125,7 +131,7 @@ def measure_training(config: DiffusionPolicyConfig, batch_sizes: tuple[int, ...]
         optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6)
         generator = torch.Generator(device=device).manual_seed(0)  # bc_loss draws its noise on the actions' device
         if compiled:
-            policy.unet = torch.compile(policy.unet, dynamic=True)  # one graph for every batch size
+            policy.unet = torch.compile(policy.unet, dynamic=True, backend=backend)  # one graph for every batch size
         for batch in batch_sizes:
             obs = {"state": torch.randn(batch, config.n_obs_steps, STATE_DIM, device=device)}
             actions = torch.rand(batch, config.horizon, ACTION_DIM, device=device) * 2 - 1
@@ -193,27 +199,29 @@ def measure_success(config: DiffusionPolicyConfig, args: argparse.Namespace) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny UNet, 20 demos, 300 BC steps, 20 latency calls")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="tiny UNet, 20 demos, 300 BC steps, 20 latency calls")
+    size.add_argument("--smoke", action="store_true", help="every row in seconds: 2 demos, 2 BC steps, 1 episode")
     parser.add_argument("--unet", choices=("tiny", "cpu", "low-dim"), default=None, help="UNet preset (default cpu; tiny with --quick)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--calls", type=int, default=None, help="timed sample_chunk calls per sampler (default 50; 20 with --quick)")
     parser.add_argument("--train-steps", type=int, default=None, help="timed BC updates per batch size (default 20; 5 with --quick)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--compile-backend", default=None, help='torch.compile backend (default "inductor"; "eager" with --smoke)')
     parser.add_argument("--bc-demos", type=int, default=None, help="expert demonstrations for BC (default 100; 20 with --quick)")
     parser.add_argument("--bc-steps", type=int, default=None, help="BC optimizer steps (default 3000; 300 with --quick)")
     parser.add_argument("--bc-batch", type=int, default=None, help="BC batch size (default 256; 64 with --quick)")
     parser.add_argument("--lr", type=float, default=None, help="BC learning rate (default 1e-4; 1e-3 with --quick)")
-    parser.add_argument("--episodes", type=int, default=20, help="evaluation episodes per sampler")
+    parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes per sampler (default 20)")
     parser.add_argument("--eval-seed", type=int, default=1000, help="first evaluation seed (expert and policy)")
     parser.add_argument("--demo-seed", type=int, default=0, help="first demonstration seed")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    quick = {"unet": ("cpu", "tiny"), "calls": (50, 20), "train_steps": (20, 5), "bc_demos": (100, 20),
-             "bc_steps": (3000, 300), "bc_batch": (256, 64), "lr": (1e-4, 1e-3)}
-    for name, (full, fast) in quick.items():
+    preset = 2 if args.smoke else 1 if args.quick else 0
+    for name, values in PRESETS.items():
         if getattr(args, name) is None:
-            setattr(args, name, fast if args.quick else full)
+            setattr(args, name, values[preset])
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device")
     args.device = torch.device(args.device)
@@ -222,9 +230,9 @@ def main() -> None:
     compile_unet = not args.no_compile
 
     print("timing chunk sampling ...", file=sys.stderr, flush=True)
-    latency = measure_latency(config, args.calls, compile_unet, args.device)
+    latency = measure_latency(config, args.calls, compile_unet, args.device, args.compile_backend)
     print("timing BC updates ...", file=sys.stderr, flush=True)
-    training = measure_training(config, (64, 256), args.train_steps, compile_unet, args.device)
+    training = measure_training(config, (64, 256), args.train_steps, compile_unet, args.device, args.compile_backend)
     print(f"training BC on {args.bc_demos} demos, then {args.episodes} episodes per sampler ...", file=sys.stderr, flush=True)
     success, expert, trained = measure_success(config, args)
 
@@ -233,9 +241,10 @@ def main() -> None:
           f"{args.device} | value | ratio |")
     print("|---|---:|---:|")
     base = latency["DDPM-100", False]
+    compiled_name = "torch.compile" + ("" if args.compile_backend == "inductor" else f" ({args.compile_backend} backend)")
     for compiled in (False, True) if compile_unet else (False,):
         for label, _, _ in SAMPLERS:
-            name = f"chunk latency at batch 1, {label}, {'torch.compile' if compiled else 'eager'} (ms p50 / p95; {args.calls} calls)"
+            name = f"chunk latency at batch 1, {label}, {compiled_name if compiled else 'eager'} (ms p50 / p95; {args.calls} calls)"
             result = latency[label, compiled]
             if isinstance(result, str):
                 print(f"| {name} | {result} | |")
@@ -244,7 +253,7 @@ def main() -> None:
                       f"{base[0] / result[0]:.1f}× / {base[1] / result[1]:.1f}× faster |")
     for compiled in (False, True) if compile_unet else (False,):
         for batch in (64, 256):
-            name = f"BC training, batch {batch}, {'torch.compile' if compiled else 'eager'} (samples/s; fwd+bwd+AdamW)"
+            name = f"BC training, batch {batch}, {compiled_name if compiled else 'eager'} (samples/s; fwd+bwd+AdamW)"
             result, reference = training[batch, compiled], training[64, False]
             if isinstance(result, str):
                 print(f"| {name} | {result} | |")

@@ -1,7 +1,7 @@
 """Cost of paying PPO a learned reward: vectorized X-MAGICAL stepping with the learned
 reward wrapper vs the same envs bare, in one process. Prints a table with ratios.
 
-    .venv/bin/python bench/reward_pipeline.py [--steps 4000]
+    .venv/bin/python bench/reward_pipeline.py [--steps 4000] [--smoke]
 """
 
 from __future__ import annotations
@@ -9,13 +9,18 @@ from __future__ import annotations
 import argparse
 import time
 
+import envs.legacy_gym  # noqa: F401,I001  (before stable_baselines3, which imports gym 0.26)
 import numpy as np
 import torch
 from stable_baselines3.common.env_util import make_vec_env
 
+from embodied_pref.experiments.presets import parse_with_smoke
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig, StandardizedReward
 from envs.xmagical import env_id
 from policies.learned_reward import LearnedRewardVecEnv
+
+SMOKE = {"steps": 8}
+"""Sizes of --smoke: every step end to end in seconds; flags given beside it win."""
 
 
 def steps_per_second(venv, steps: int, seed: int = 0) -> float:
@@ -31,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--n-envs", type=int, default=4)
-    args = parser.parse_args()
+    args = parse_with_smoke(parser, SMOKE)
     torch.set_num_threads(1)
     eid = env_id("Gripper", "state")
     ensemble = RewardEnsemble(17, 3, RewardNetConfig())

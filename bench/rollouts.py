@@ -24,6 +24,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
 from embodied_pref.data import Trajectory
+from embodied_pref.experiments.presets import parse_with_smoke
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.reward_nets import RewardEnsemble, StandardizedReward
 from embodied_pref.rollout import ScheduledEpisodes, vector_rollouts
@@ -183,11 +184,7 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=PPOConfig().n_envs,
                         help="envs of the VecEnv under the reward wrapper (default: PPOConfig's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help=f"tiny sizes, {SMOKE}")
-    args = parser.parse_args()
-    if args.smoke:
-        parser.set_defaults(**SMOKE)
-        args = parser.parse_args()
+    args = parse_with_smoke(parser, SMOKE)
     torch.set_num_threads(1)
     # Workers fork from a server that has imported these once, instead of importing them each.
     multiprocessing.set_forkserver_preload(["torch", "stable_baselines3", "policies.ppo", "envs.xmagical"])

@@ -3,22 +3,27 @@ random pairs: Kendall τ of the leaderboard against 5 synthetic agents' known sk
 number of noisy comparisons, averaged over seeds; prints the comparisons each needs to stay
 at τ ≥ 0.8 and writes the curve.
 
-    .venv/bin/python bench/trueskill_pairs.py [--seeds 0 1 2] [--noise 1.0] [--out docs/images/trueskill_pair_choice.png]
+    .venv/bin/python bench/trueskill_pairs.py [--seeds 0 1 2] [--noise 1.0] [--out docs/images/trueskill_pair_choice.png] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
-import numpy as np
 
+from embodied_pref.experiments.presets import parse_with_smoke
 from embodied_pref.ranking_simulation import (
     NoisyJudge,
     comparisons_to_reach,
     plot_ranking_curves,
     ranking_curves,
 )
+
+SMOKE = {"seeds": [0], "max_comparisons": 50, "out": Path(tempfile.gettempdir()) / "trueskill_pair_choice_smoke.png"}
+"""Sizes of --smoke: every step end to end in seconds, its curve kept out of docs/; flags given
+beside it win."""
 
 
 def main() -> None:
@@ -28,7 +33,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=1.0, help="Thurstone noise per episode")
     parser.add_argument("--max-comparisons", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("docs/images/trueskill_pair_choice.png"))
-    args = parser.parse_args()
+    args = parse_with_smoke(parser, SMOKE, help=f"seed 0, 50 comparisons, the curve to {SMOKE['out']}")
 
     judge = NoisyJudge({f"agent{i}": float(i) for i in range(args.agents)}, noise=args.noise)
     checkpoints = list(range(5, args.max_comparisons + 1, 5))

@@ -2,7 +2,7 @@
 asking for the next pair until both videos can play, and from sending a label until its
 acknowledgement (committed to SQLite). Also the same two steps over plain HTTP. Prints a table.
 
-    .venv/bin/python bench/ui.py [--labels 60] [--screenshot docs/images/human_ui.png]
+    .venv/bin/python bench/ui.py [--labels 60] [--screenshot docs/images/human_ui.png] [--smoke]
 
 Needs Debian's chromium (/usr/bin/chromium) and the playwright python package.
 """
@@ -20,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from embodied_pref.experiments.presets import parse_with_smoke
 from human_ui.client import open_client
 from human_ui.demo import build_demo_dataset
 
 CHROMIUM = "/usr/bin/chromium"
 KEYS = ("ArrowLeft", "ArrowRight", "ArrowDown")
+SMOKE = {"labels": 2, "clips": 2}
+"""Sizes of --smoke: every step end to end in seconds; flags given beside it win."""
 
 
 def browser_timings(url: str, labels: int, screenshot: Path | None) -> dict[str, list[float]]:
@@ -90,7 +93,7 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=60, help="pairs labelled per client")
     parser.add_argument("--clips", type=int, default=12, help="demo trajectories (2 clips each)")
     parser.add_argument("--screenshot", type=Path, default=None, help="also save the comparison view as PNG")
-    args = parser.parse_args()
+    args = parse_with_smoke(parser, SMOKE)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ds"
         build_demo_dataset(root, n_trajectories=args.clips, clip_length=40, size=96).close()

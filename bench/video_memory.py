@@ -4,7 +4,7 @@ stored as a video-backed trajectory, clips cut), then 20 clips' segments read an
 written, all in a fresh process whose peak RSS is printed next to the raw size. Exits non-zero
 if that peak reaches 1 GB. Also prints random-access and sequential decode rates.
 
-    .venv/bin/python bench/video_memory.py [--frames 6000] [--clips 20] [--clip-steps 60]
+    .venv/bin/python bench/video_memory.py [--frames 6000] [--clips 20] [--clip-steps 60] [--smoke]
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from embodied_pref.data.video import VideoFrames, write_video
+from embodied_pref.experiments.presets import parse_with_smoke
 
 HEIGHT, WIDTH, FPS = 360, 640, 20
 RSS_LIMIT_BYTES = 1 << 30
+SMOKE = {"frames": 40, "clips": 2, "clip_steps": 10, "random_reads": 3, "sequential_reads": 20}
+"""Sizes of --smoke: every step end to end in seconds; flags given beside it win."""
 
 
 def moving_pattern(count: int):
@@ -115,7 +118,7 @@ def main() -> None:
                         help="frames read front to back")
     parser.add_argument("--measure", nargs=2, metavar=("RECORDINGS", "DATASET"),
                         help=argparse.SUPPRESS)  # the fresh process's part
-    args = parser.parse_args()
+    args = parse_with_smoke(parser, SMOKE)
     if args.measure:
         recordings, dataset = (Path(p) for p in args.measure)
         print(json.dumps(measure(recordings, dataset, args.clips, args.clip_steps)))

@@ -1,7 +1,8 @@
-"""Presets (such as an experiment's --quick) that give way to the flags a user sets."""
+"""Presets (such as an experiment's --quick or a bench's --smoke) that give way to the flags a user sets."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -31,6 +32,18 @@ def flags_given(argv: Sequence[str]) -> frozenset[str]:
             if leaf.startswith("no_"):
                 names.add(f"{parent}.{leaf[3:]}" if parent else leaf[3:])
     return frozenset(names)
+
+
+def parse_with_smoke(parser: argparse.ArgumentParser, smoke: Mapping[str, Any],
+                     help: str | None = None) -> argparse.Namespace:
+    """Adds `--smoke` to a bench's parser and parses the command line: with it, the `smoke`
+    sizes replace the defaults, so that flags given beside it still win."""
+    parser.add_argument("--smoke", action="store_true", help=help or f"tiny sizes, {dict(smoke)}")
+    args = parser.parse_args()
+    if args.smoke:
+        parser.set_defaults(**smoke)
+        args = parser.parse_args()
+    return args
 
 
 def _apply(config: Any, default: Any, preset: Mapping[str, Any], given: frozenset[str], prefix: str) -> Any:
