@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Connection, Engine, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from embodied_pref.data import Clip, Label, Outcome, Query, Segment, Trajectory
@@ -70,6 +70,19 @@ _TRAJECTORY_COLUMNS = [c for c in trajectories.c if c.name != "seq"]
 _LABEL_COLUMNS = [labels.c[name] for name in (
     "id", "query_id", "outcome", "ranking", "annotator", "source", "created_at", "ties")]
 _CLIP_COLUMNS = (clips.c.trajectory_id, clips.c.start, clips.c.length, clips.c.id)
+_LOCK_QUERY = select(queries.c.id).where(queries.c.id == bindparam("query_id")).with_for_update()
+"""A label's query row, locked until the commit (PostgreSQL; SQLite's write transaction holds
+the database). The checks come in the next statement: PostgreSQL reads them in a snapshot
+taken after the lock, so they see what the writer before committed."""
+_LABEL_CHECK = select(
+    select(func.count()).where(query_clips.c.query_id == bindparam("query_id")).scalar_subquery(),
+    exists().where(labels.c.id == bindparam("label_id")),
+    exists().where(labels.c.query_id == bindparam("query_id"),
+                   labels.c.annotator == bindparam("annotator")),
+)
+"""The query's clip count, whether the label id is taken and whether the annotator answered
+the query, in one round trip (statements built once: labels are the hot path)."""
+_INSERT_LABEL = insert(labels)
 _PAIRWISE_ONLY = frozenset({Outcome.LEFT, Outcome.RIGHT})
 _Record = TypeVar("_Record", Trajectory, Clip, Query, Label)
 
@@ -511,12 +524,11 @@ class PreferenceDataset:
         label = self._checked(Label, label, "label")
         subject = f"label {label.id!r}"
         with self._transaction(write=True) as conn:
-            locked = conn.scalar(select(queries.c.id).where(queries.c.id == label.query_id)
-                                 .with_for_update())
-            if locked is None:
+            if conn.scalar(_LOCK_QUERY, {"query_id": label.query_id}) is None:
                 raise self._error("query_id", f"unknown query {label.query_id!r}", subject=subject)
-            n_clips = conn.scalar(select(func.count()).select_from(query_clips)
-                                  .where(query_clips.c.query_id == label.query_id))
+            n_clips, id_taken, answered = conn.execute(_LABEL_CHECK, {
+                "query_id": label.query_id, "label_id": label.id, "annotator": label.annotator,
+            }).one()
             if n_clips != 2 and label.outcome in _PAIRWISE_ONLY:
                 raise self._error(
                     "outcome",
@@ -539,15 +551,13 @@ class PreferenceDataset:
                         f"{label.query_id!r}, found {label.ranking!r}",
                         subject=subject,
                     )
-            if _exists(conn, labels, label.id):
+            if id_taken:
                 raise self._error("id", "already stored", subject=subject)
-            if once_per_annotator and conn.scalar(
-                    select(labels.c.id).where(labels.c.query_id == label.query_id,
-                                              labels.c.annotator == label.annotator).limit(1)):
+            if once_per_annotator and answered:
                 raise ConflictError(f"{self._db_path}: {subject}: field 'annotator': "
                                     f"{label.annotator!r} already answered query "
                                     f"{label.query_id!r}")
-            conn.execute(insert(labels).values(
+            conn.execute(_INSERT_LABEL, dict(
                 id=label.id, query_id=label.query_id, outcome=label.outcome.value,
                 ranking=None if label.ranking is None else json.dumps(list(label.ranking)),
                 annotator=label.annotator, source=json.dumps(label.source),
