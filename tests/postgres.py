@@ -52,7 +52,10 @@ class Cluster:
     def start(self) -> None:
         self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-A", "trust",
                   "-U", "postgres", "--no-sync", "-E", "UTF8")
-        options = f"-k {self.socket_dir} -c listen_addresses='' -c max_connections=200"
+        # synchronous_commit off by default here: the store's connections must turn it on
+        # themselves for a commit to be durable (the store's tests check that they do).
+        options = (f"-k {self.socket_dir} -c listen_addresses='' -c max_connections=200 "
+                   "-c synchronous_commit=off")
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", options,
                   "-l", str(self.root / "server.log"), "-w", "start")
 

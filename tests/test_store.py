@@ -546,6 +546,11 @@ def test_dataset_urls_and_their_errors(postgres_cluster, tmp_path):
         assert "postgresql" in repr(ds)
     with PreferenceDataset.open(database) as ds:  # the directory recorded on create
         assert ds.path == files.resolve() and ds.description == "pg"
+        with ds._transaction(write=False) as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        big = dataclasses.replace(make_trajectory(1, frames=False), seed=2**40)
+        ds.add_trajectory(big)  # 64-bit integers, as in SQLite
+        assert ds.trajectory(big.id).seed == 2**40
     moved = tmp_path / "mounted"
     files.rename(moved)
     with pytest.raises(DatasetError, match="file directory is missing"):

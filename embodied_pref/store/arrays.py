@@ -52,7 +52,7 @@ class StagedFiles:
 
     def discard(self) -> None:
         """Remove what was written (the trajectory's id was free, so these files are ours)."""
-        for tmp, final in self.moves:
+        for tmp, _ in self.moves:
             tmp.unlink(missing_ok=True)
         for final in self.placed:
             final.unlink(missing_ok=True)

@@ -102,6 +102,11 @@ def _connect(location: Location, *, create: bool) -> tuple[Engine, Connection]:
         raise DatasetError(f"{location.name}: {what} ({_reason(err)})") from None
 
 
+def _release(engine: Engine, conn: Connection) -> None:
+    conn.close()
+    engine.dispose()
+
+
 @contextlib.contextmanager
 def _begin(conn: Connection, *, write: bool) -> Iterator[Connection]:
     """One transaction, committed on exit; a SQLite write takes the write lock up front."""
@@ -168,22 +173,19 @@ class PreferenceDataset:
         try:
             with _begin(conn, write=True):
                 # an empty SQLite file is what an interrupted create leaves
-                exists_ = schema.has_dataset(conn)
-                if not exists_:
+                found = schema.has_dataset(conn)
+                if not found:
                     schema.create_tables(conn, values)
                     if instructions:
                         write_atomic(root / INSTRUCTIONS_FILE, instructions.encode("utf-8"))
         except SQLAlchemyError as err:
-            conn.close()
-            engine.dispose()
+            _release(engine, conn)
             raise DatasetError(f"{location.name}: {_reason(err)}") from None
         except BaseException:
-            conn.close()
-            engine.dispose()
+            _release(engine, conn)
             raise
-        if exists_:
-            conn.close()
-            engine.dispose()
+        if found:
+            _release(engine, conn)
             if not exist_ok:
                 raise DatasetError(f"{location.name}: a dataset already exists (pass exist_ok=True)")
             return cls.open(path, cache_size=cache_size)
@@ -206,13 +208,11 @@ class PreferenceDataset:
         try:
             stored_root = _check_version(conn, location)
         except BaseException:
-            conn.close()
-            engine.dispose()
+            _release(engine, conn)
             raise
         root = location.files or stored_root
         if not root.is_dir():
-            conn.close()
-            engine.dispose()
+            _release(engine, conn)
             raise DatasetError(f"{root}: the dataset's file directory is missing (arrays, videos "
                                f"and previews of {location.name}; give ?files= where it is "
                                "mounted)")
@@ -222,8 +222,7 @@ class PreferenceDataset:
         """Close the database connection; the instance cannot be used afterwards."""
         with self._lock:
             if self._conn is not None:
-                self._conn.close()
-                self._engine.dispose()
+                _release(self._engine, self._conn)
                 self._conn = None
             self._cache.clear()
 

@@ -12,8 +12,8 @@ postgresql://user@host/db?files=/shared/ds tables in PostgreSQL; arrays, videos,
 
 SQLite keeps the durability settings the store always had: WAL, ``synchronous=FULL``,
 foreign keys on, a 30 s busy timeout, and write transactions that take the write lock at
-``BEGIN IMMEDIATE``. PostgreSQL commits are durable with its defaults (``fsync``,
-``synchronous_commit=on``); writers lock rows, not the database.
+``BEGIN IMMEDIATE``. PostgreSQL connections set ``synchronous_commit=on`` (a commit returns
+once it is on disk); writers lock rows, not the database.
 """
 
 from __future__ import annotations
@@ -67,7 +67,10 @@ class Location:
         if self.is_sqlite:
             return _sqlite_engine(Path(str(self.url.database)), create=create)
         try:
-            return create_engine(self.url, poolclass=NullPool)
+            # Durable commits whatever the server's default: a label is acknowledged only
+            # once its commit is on disk.
+            return create_engine(self.url, poolclass=NullPool,
+                                 connect_args={"options": "-c synchronous_commit=on"})
         except ImportError as err:
             raise DatasetError(f"{self.name}: PostgreSQL datasets need psycopg ({err}); "
                                "`pip install -e .[postgresql]` installs it") from None

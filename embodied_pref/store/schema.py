@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     Connection,
@@ -41,6 +42,8 @@ sees the agreement page."""
 metadata = MetaData()
 _REAL = Float().with_variant(REAL(), "sqlite")
 """SQLite's ``REAL`` as format 4 declared it; double precision elsewhere (timestamps)."""
+_BIG = Integer().with_variant(BigInteger(), "postgresql")
+"""64 bits, as every SQLite INTEGER is (seeds, video sizes past 2 GB)."""
 
 
 def _seq() -> Column:
@@ -61,7 +64,7 @@ trajectories = Table(
     "trajectories", metadata,
     _seq(), _id(),
     Column("env_id", Text, nullable=False),
-    Column("seed", Integer),
+    Column("seed", _BIG),
     Column("embodiment", Text, nullable=False),
     Column("length", Integer, CheckConstraint("length >= 1"), nullable=False),
     Column("obs_dim", Integer, nullable=False),
@@ -77,7 +80,7 @@ trajectories = Table(
     Column("created_at", _REAL, nullable=False),
     Column("video_file", Text),
     Column("video_sha256", Text),
-    Column("video_bytes", Integer),
+    Column("video_bytes", _BIG),
     sqlite_autoincrement=True,
 )
 clips = Table(
