@@ -334,6 +334,25 @@ def test_format_1_dataset_is_migrated_on_open(filled):
         assert migrated.labels()[-1].ties == (0,)
 
 
+def test_migrations_from_format_1_run_on_both_backends(filled, dataset_url):
+    ds, *_, queries, labels = filled
+    with ds._transaction(write=True) as conn:  # back to what format 1 wrote
+        for table, column in [("annotators", "role"), ("annotators", "revoked_at"),
+                              ("trajectories", "video_file"), ("trajectories", "video_sha256"),
+                              ("trajectories", "video_bytes"), ("labels", "ties")]:
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.exec_driver_sql("DROP TABLE leases")
+        conn.exec_driver_sql("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    ds.close()
+    with PreferenceDataset.open(dataset_url) as migrated:
+        assert migrated.get_meta("format_version") == FORMAT_VERSION == 4
+        assert migrated.labels() == labels and migrated.leases() == []
+        migrated.add_label(Label(queries[1].id, "ranking", ranking=(0, 2, 1), ties=(0,)))
+        migrated.lease(queries[0].id, "ann", 3.0)
+        migrated.add_annotator("olga", role="owner")
+        assert migrated.labels()[-1].ties == (0,) and migrated.annotators() == ["olga"]
+
+
 # --- validation writes nothing ----------------------------------------------------------------
 
 
