@@ -189,9 +189,11 @@ def create_tables(conn: Connection, values: Mapping[str, Any]) -> None:
     conn.execute(meta.insert(), [{"key": k, "value": json.dumps(v)} for k, v in rows.items()])
 
 
-def stored_version(conn: Connection) -> Any:
-    """The ``format_version`` in ``meta`` (raises ``FormatError`` when it is missing)."""
-    value = conn.scalar(select(meta.c.value).where(meta.c.key == "format_version"))
+def stored_version(conn: Connection, *, lock: bool = False) -> Any:
+    """The ``format_version`` in ``meta`` (raises ``FormatError`` when it is missing); with
+    ``lock``, its row stays locked until the transaction ends (PostgreSQL)."""
+    statement = select(meta.c.value).where(meta.c.key == "format_version")
+    value = conn.scalar(statement.with_for_update() if lock else statement)
     if value is None:
         raise FormatError("field 'format_version': missing from table 'meta'")
     return json.loads(value)
@@ -213,9 +215,10 @@ def needs_migration(found: Any) -> bool:
 
 
 def migrate(conn: Connection) -> None:
-    """Apply the migrations from the stored version to ``FORMAT_VERSION`` (inside the caller's
-    write transaction, which holds the database's write lock)."""
-    found = stored_version(conn)
+    """Apply the migrations from the stored version to ``FORMAT_VERSION`` inside the caller's
+    write transaction (SQLite's holds the database; PostgreSQL's locks the version's row, so
+    a second process waits, then finds the new version)."""
+    found = stored_version(conn, lock=True)
     if not needs_migration(found):
         return  # another process migrated it first
     for version in range(found, FORMAT_VERSION):
