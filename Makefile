@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser proxy demo test bench clean
+.PHONY: setup browser proxy postgres demo test bench clean
 
 setup: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# torch + torchvision first, in one call: the only pair that imports together here.
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e ".[vision,mujoco,ui,games,test]"
+	$(PIP) install -q -e ".[vision,mujoco,ui,games,test,postgresql]"
 	# imitation 1.0.1 pins gymnasium~=0.29 and stable-baselines3~=2.2.1, older than our stack;
 	# its data types and reward wrappers import and run on ours, so install it without deps.
 	$(PIP) install -q --no-deps imitation==1.0.1
@@ -31,7 +31,12 @@ browser:
 proxy:
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
 
-test: setup browser proxy
+# The store's, queue's and labeling app's durability tests also run on a throwaway cluster of
+# Debian's postgresql (started by the tests themselves, on a unix socket).
+postgres:
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+test: setup browser proxy postgres
 	$(PY) -m pytest -q
 
 # Every bench/*.py at its full size, in sorted order; stops at the first that fails.

@@ -1,8 +1,13 @@
 """Latency of the labeling app on a local server, as a person sees it in Chromium: time from
 asking for the next pair until both videos can play, and from sending a label until its
-acknowledgement (committed to SQLite). Also the same two steps over plain HTTP. Prints a table.
+acknowledgement (committed to the store). Also the same two steps over plain HTTP. Prints a
+table.
 
     .venv/bin/python bench/ui.py [--labels 60] [--screenshot docs/images/human_ui.png] [--smoke]
+    .venv/bin/python bench/ui.py --database postgresql://USER@HOST/EMPTY_DB
+
+The dataset's tables go to SQLite in a temporary directory, or with --database to an empty
+PostgreSQL database (its files still in the temporary directory).
 
 Needs Debian's chromium (/usr/bin/chromium) and the playwright python package.
 """
@@ -72,14 +77,14 @@ def http_timings(url: str, labels: int) -> dict[str, list[float]]:
     return {"ready": ready, "ack": ack, "server": server}
 
 
-def start_server(dataset: Path) -> tuple[subprocess.Popen, str]:
+def start_server(dataset: str) -> tuple[subprocess.Popen, str]:
     """The server in its own process, as `embodied-pref label --ui` runs it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     code = ("import sys; from human_ui.config import UIConfig; from human_ui.server import serve; "
             "serve(sys.argv[1], UIConfig(port=int(sys.argv[2]), overlap=0.0, batch_size=16))")
-    process = subprocess.Popen([sys.executable, "-c", code, str(dataset), str(port)],
+    process = subprocess.Popen([sys.executable, "-c", code, dataset, str(port)],
                                stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     if "http://" not in line:
@@ -93,11 +98,16 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=60, help="pairs labelled per client")
     parser.add_argument("--clips", type=int, default=12, help="demo trajectories (2 clips each)")
     parser.add_argument("--screenshot", type=Path, default=None, help="also save the comparison view as PNG")
+    parser.add_argument("--database", default=None,
+                        help="an empty PostgreSQL database URL for the tables (default: SQLite)")
     args = parse_with_smoke(parser, SMOKE)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ds"
-        build_demo_dataset(root, n_trajectories=args.clips, clip_length=40, size=96).close()
-        server, url = start_server(root)
+        separator = "&" if args.database and "?" in args.database else "?"
+        dataset = str(root) if args.database is None else f"{args.database}{separator}files={root}"
+        with build_demo_dataset(dataset, n_trajectories=args.clips, clip_length=40, size=96) as ds:
+            backend = ds.backend
+        server, url = start_server(dataset)
         try:
             rows = [("Chromium", browser_timings(url, args.labels, args.screenshot))]
             rows.append(("HTTP (httpx)", http_timings(url, args.labels)))
@@ -108,7 +118,7 @@ def main() -> None:
     names = {"ready": "next pair ready to play", "ack": "label acknowledged (committed)",
              "server": "label committed, inside the server"}
     load = os.getloadavg()[0]
-    print(f"| step ({args.labels} labels, local server, 41-frame 96×96 clips; load {load:.1f} on {os.cpu_count()} cores) "
+    print(f"| step ({args.labels} labels, local server, {backend}, 41-frame 96×96 clips; load {load:.1f} on {os.cpu_count()} cores) "
           "| client | p50 ms | p95 ms | goal p95 |")
     print("|---|---|---:|---:|---:|")
     for client, timings in rows:

@@ -124,7 +124,7 @@ def collect(
 
 
 def label(
-    dataset: Path,
+    dataset: str,
     ui: bool = False,
     server: UIConfig = UIConfig(),
     teacher: str = "oracle",
@@ -139,7 +139,9 @@ def label(
     label, then `queries` new pairs drawn from the dataset's clip pool.
 
     Args:
-        dataset: Dataset directory (see `collect`; `collect --frames` writes the video previews).
+        dataset: Dataset directory (see `collect`; `collect --frames` writes the video previews),
+            or its URL: sqlite:///DIR, or postgresql://USER@HOST/DB?files=DIR for labels in
+            PostgreSQL with the arrays and previews in DIR.
         ui: Serve the labeling app (binds 127.0.0.1 unless --server.host says otherwise).
         server: Labeling app settings (--ui only).
         teacher: oracle, stoch, mistake, skip, equal or myopic (B-Pref teachers).
@@ -160,7 +162,7 @@ def label(
         ensemble = RewardEnsemble.load(reward) if reward is not None else None
         new = ask(store, gatherer, queries, selection, ensemble, round_index=0,
                   rng=np.random.default_rng(seed), oversample=oversample) if queries else 0
-        print(f"{dataset}: labelled {pending} pending and {new} new queries with teacher {teacher!r} "
+        print(f"{store.name}: labelled {pending} pending and {new} new queries with teacher {teacher!r} "
               f"({len(store.labels())} labels in all)")
 
 

@@ -55,7 +55,7 @@ def make_trajectory(seed: int, steps: int = 24, size: int = 64) -> Trajectory:
     )
 
 
-def build_demo_dataset(root: Path, n_trajectories: int = 4, clip_length: int = 20, size: int = 64,
+def build_demo_dataset(root: str | Path, n_trajectories: int = 4, clip_length: int = 20, size: int = 64,
                   queries: int = 0, triplets: int = 0) -> PreferenceDataset:
     """A dataset of ``n_trajectories`` × 2 clips, every clip with an mp4 preview (10 fps)."""
     ds = PreferenceDataset.create(root, description="disk pushing (demo)",

@@ -41,7 +41,7 @@ from embodied_pref.gathering import TRIPLET_PAIRS
 from embodied_pref.query_selection import asked_sets, distinct_sets, pair_scores, select_pairs
 from embodied_pref.reward_nets import RewardEnsemble
 from embodied_pref.segments import clip_batch
-from embodied_pref.store import DatasetError, PreferenceDataset
+from embodied_pref.store import ConflictError, DatasetError, PreferenceDataset
 from human_ui.config import UIConfig
 
 
@@ -248,7 +248,9 @@ class LabelQueue:
                 kwargs["id"] = label_id
             try:
                 label = Label(query_id, outcome, ranking=ranking, ties=ties, **kwargs)
-                self.dataset.add_label(label)
+                self.dataset.add_label(label, once_per_annotator=True)
+            except ConflictError as err:  # another server process stored their answer first
+                raise QueueError(409, _field_message(str(err))) from None
             except (ValueError, DatasetError) as err:
                 raise QueueError(422, _field_message(str(err))) from None
             self._index(label)

@@ -524,7 +524,7 @@ def serve(dataset_path: str | Path, config: UIConfig = UIConfig()) -> None:
     sock = bind_socket(config.host, config.port)
     try:  # Ctrl+C at any point: uvicorn shuts down cleanly, then re-raises the signal
         url = url_for(config.host, sock.getsockname()[1])
-        print(f"Labeling {dataset_path} ({config.mode} mode, {config.selection} selection) at {url}",
+        print(f"Labeling {app.state.dataset.name} ({config.mode} mode, {config.selection} selection) at {url}",
               flush=True)
         for line in describe_pool(app, config):
             print(line, flush=True)
@@ -540,4 +540,4 @@ def serve(dataset_path: str | Path, config: UIConfig = UIConfig()) -> None:
     finally:
         sock.close()
     with PreferenceDataset.open(dataset_path) as dataset:
-        print(f"Stopped; {len(dataset.labels())} labels are stored in {dataset_path}", flush=True)
+        print(f"Stopped; {len(dataset.labels())} labels are stored in {dataset.name}", flush=True)

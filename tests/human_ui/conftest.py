@@ -12,6 +12,7 @@ import pytest
 
 from fastapi.testclient import TestClient
 
+from embodied_pref.store import PreferenceDataset
 from human_ui.csrf import CSRF_HEADER
 from human_ui.demo import build_demo_dataset
 from human_ui.server import BackgroundServer
@@ -32,6 +33,22 @@ def dataset_dir(template_dataset, tmp_path) -> Path:
     target = tmp_path / "ds"
     shutil.copytree(template_dataset, target)
     return target
+
+
+@pytest.fixture
+def dataset_target(backend, dataset_dir, dataset_url) -> str:
+    """A copy of the template dataset on ``backend``: its directory, or its rows copied into a
+    fresh PostgreSQL database whose files are the copied directory's."""
+    if backend == "sqlite":
+        return str(dataset_dir)
+    with PreferenceDataset.open(dataset_dir) as source, PreferenceDataset.create(
+            dataset_url, description=source.description) as target:
+        assert target.path == dataset_dir
+        for trajectory_id in source.trajectory_ids():
+            target.add_trajectory(source.trajectory(trajectory_id))
+        target.add_clips(source.clips())
+        target.add_queries(source.queries())
+    return dataset_url
 
 
 def skip_or_fail(message: str) -> None:

@@ -1,5 +1,5 @@
-"""4 clients label through a real uvicorn subprocess that is SIGKILLed mid-run and restarted:
-every acknowledged label survives, none is stored twice."""
+"""8 clients label through a real uvicorn subprocess that is SIGKILLed mid-run and restarted:
+every acknowledged label survives, none is stored twice; on SQLite and on PostgreSQL."""
 
 import os
 import signal
@@ -20,25 +20,24 @@ from human_ui.demo import build_demo_dataset
 REPO = Path(__file__).resolve().parents[2]
 
 
-def start_server(dataset_dir: Path, port: int) -> subprocess.Popen:
+def start_server(dataset: str, port: int) -> subprocess.Popen:
     # Through the command line people use: `embodied-pref label DATASET --ui ...`.
     code = ("import sys; from embodied_pref.cli import main; "
             "main(['label', '--dataset', sys.argv[1], '--ui', '--server.port', sys.argv[2], '--server.overlap', '0', "
             "'--server.batch-size', '16'])")
-    process = subprocess.Popen([sys.executable, "-c", code, str(dataset_dir), str(port)], cwd=REPO,
+    process = subprocess.Popen([sys.executable, "-c", code, dataset, str(port)], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = process.stdout.readline()  # printed once the socket listens
     assert f"http://127.0.0.1:{port}/" in line, line + process.stdout.read() if process.poll() else line
     return process
 
 
-def test_acknowledged_labels_survive_sigkill_without_duplicates(tmp_path, free_port):
-    dataset_dir = tmp_path / "ds"
-    with build_demo_dataset(dataset_dir, n_trajectories=10) as ds:  # 20 clips: 190 distinct pairs
-        tokens = [ds.add_annotator(f"client{i}") for i in range(4)]
+def test_acknowledged_labels_survive_sigkill_without_duplicates(dataset_url, free_port):
+    with build_demo_dataset(dataset_url, n_trajectories=10) as ds:  # 20 clips: 190 distinct pairs
+        tokens = [ds.add_annotator(f"client{i}") for i in range(8)]
     port = free_port
     url = f"http://127.0.0.1:{port}"
-    server = start_server(dataset_dir, port)
+    server = start_server(dataset_url, port)
     acked: list[tuple[str, str]] = []  # (label id, annotator token)
     in_flight: dict[str, dict] = {}  # token -> the body whose answer never came
     lock = threading.Lock()
@@ -85,7 +84,7 @@ def test_acknowledged_labels_survive_sigkill_without_duplicates(tmp_path, free_p
     assert len(acked) >= 40, "the clients did not get going"
     acked_ids = [label_id for label_id, _ in acked]
 
-    server = start_server(dataset_dir, port)
+    server = start_server(dataset_url, port)
     try:
         resent = 0
         with open_client(url, timeout=5) as http:  # the local owner
@@ -97,7 +96,7 @@ def test_acknowledged_labels_survive_sigkill_without_duplicates(tmp_path, free_p
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=20)
-    with PreferenceDataset.open(dataset_dir) as ds:
+    with PreferenceDataset.open(dataset_url) as ds:
         stored = ds.labels()
     ids = [label.id for label in stored]
     assert set(acked_ids) <= set(ids)

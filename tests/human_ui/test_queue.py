@@ -10,8 +10,8 @@ from human_ui.server import create_app
 
 
 @pytest.fixture
-def store(dataset_dir):
-    ds = PreferenceDataset.open(dataset_dir)
+def store(dataset_target):
+    ds = PreferenceDataset.open(dataset_target)
     yield ds
     ds.close()
 
@@ -75,6 +75,18 @@ def test_undo_retry_and_conflicts(store):
     assert queue.undo("ann").id == "retry1" and store.labels() == []
     assert queue.next_query("ann").id == query.id
     assert queue.undo("ann") is None
+
+
+def test_a_second_server_process_cannot_store_an_answer_twice(store, dataset_target):
+    first = LabelQueue(store, UIConfig(overlap=0.0))
+    query = first.next_query("ann")
+    with PreferenceDataset.open(dataset_target) as other_store:
+        second = LabelQueue(other_store, UIConfig(overlap=0.0))  # sees the lease, not the label
+        first.add_label("ann", query.id, "left")
+        with pytest.raises(QueueError, match="field 'annotator'.*already answered") as info:
+            second.add_label("ann", query.id, "right")
+        assert info.value.status == 409
+    assert [(x.annotator, x.outcome.value) for x in store.labels_for(query.id)] == [("ann", "left")]
 
 
 def test_disagreement_selection_scores_pairs_and_triplets(store):

@@ -1,0 +1,257 @@
+"""A trajectory's array and video files in the dataset's directory: written atomically
+beside the index row that names them, read back with every field checked.
+
+```
+trajectories/<id>.npz   observations (T+1, D) f32, actions (T, A) f32, rewards (T,) f32
+                        (optional), and either frames (T+1, H, W, 3) u8, or frame_indices
+                        (T+1,) i64 + frame_pointer (T+1, 3) f32 (optional) for frames in
+                        videos/<id>.mp4
+videos/<id>.mp4         a video-backed trajectory's recording, copied byte for byte
+```
+
+Files are written to a hidden temporary name and fsynced; ``StagedFiles.place`` renames them
+into place (fsyncing their directory) inside the transaction that inserts the index row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embodied_pref.data import Trajectory
+from embodied_pref.data.video import VideoError, VideoFrames, frame_count
+from embodied_pref.durable import fsync_dir, temp_path
+from embodied_pref.store.errors import DatasetError
+
+TRAJECTORY_DIR = "trajectories"
+VIDEO_DIR = "videos"
+
+
+@dataclasses.dataclass
+class StagedFiles:
+    """A trajectory's files, written under temporary names and not yet in place."""
+
+    moves: list[tuple[Path, Path]]
+    """(temporary file, final path) pairs."""
+    row: dict[str, Any]
+    """The index row's file columns: file, sha256, video_file, video_sha256, video_bytes."""
+    placed: list[Path] = dataclasses.field(default_factory=list)
+
+    def place(self) -> None:
+        """Rename every file into place, each directory fsynced."""
+        for tmp, final in self.moves:
+            os.replace(tmp, final)
+            self.placed.append(final)
+            fsync_dir(final.parent)
+
+    def discard(self) -> None:
+        """Remove what was written (the trajectory's id was free, so these files are ours)."""
+        for tmp, _ in self.moves:
+            tmp.unlink(missing_ok=True)
+        for final in self.placed:
+            final.unlink(missing_ok=True)
+
+
+def stage_trajectory(root: Path, trajectory: Trajectory) -> StagedFiles:
+    """Write the npz (and copy the mp4 of a ``VideoFrames``, after checking that it holds every
+    frame the trajectory shows) under temporary names in ``root``."""
+    tid = trajectory.id
+    frames = trajectory.frames
+    arrays = {"observations": trajectory.observations, "actions": trajectory.actions}
+    if trajectory.rewards is not None:
+        arrays["rewards"] = trajectory.rewards
+    video = frames if isinstance(frames, VideoFrames) else None
+    if video is not None:
+        check_video_frames(video, tid)
+        arrays["frame_indices"] = video.indices
+        if video.pointer is not None:
+            arrays["frame_pointer"] = video.pointer
+    elif frames is not None:
+        arrays["frames"] = frames
+    relative = f"{TRAJECTORY_DIR}/{tid}.npz"
+    staged = StagedFiles(moves=[], row={"file": relative, "video_file": None,
+                                        "video_sha256": None, "video_bytes": None})
+    try:
+        npz_final = root / relative
+        npz_tmp = temp_path(npz_final)
+        staged.moves.append((npz_tmp, npz_final))
+        with open(npz_tmp, "xb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        staged.row["sha256"] = hashlib.sha256(npz_tmp.read_bytes()).hexdigest()
+        if video is not None:
+            video_relative = f"{VIDEO_DIR}/{tid}.mp4"
+            video_final = root / video_relative
+            video_final.parent.mkdir(exist_ok=True)
+            video_tmp = temp_path(video_final, ".mp4")
+            staged.moves.append((video_tmp, video_final))
+            digest, size = copy_hashed(video.path, video_tmp)
+            staged.row.update(video_file=video_relative, video_sha256=digest, video_bytes=size)
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
+
+
+def load_trajectory(root: Path, info: dict[str, Any], index: str) -> Trajectory:
+    """The trajectory whose index row is ``info``, its arrays read-only; ``index`` names the
+    database in errors. Checks the npz's checksum and every field, and the mp4 cheaply."""
+    path = root / info["file"]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{path}: file missing (trajectory {info['id']!r} is indexed in {index})"
+        ) from None
+    intact = hashlib.sha256(data).hexdigest() == info["sha256"]
+    note = "" if intact else " (checksum mismatch: file corrupt or truncated)"
+    steps = info["length"]
+    expected: dict[str, tuple[tuple[int, ...], np.dtype]] = {
+        "observations": ((steps + 1, info["obs_dim"]), np.dtype(np.float32)),
+        "actions": ((steps, info["action_dim"]), np.dtype(np.float32)),
+    }
+    if info["has_rewards"]:
+        expected["rewards"] = ((steps,), np.dtype(np.float32))
+    try:
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+        names = set(npz.files)
+    except Exception as err:
+        raise DatasetError(
+            f"{path}: not a readable npz file ({type(err).__name__}: {err}){note}"
+        ) from None
+    if info["video_file"] is not None:
+        expected["frame_indices"] = ((steps + 1,), np.dtype(np.int64))
+        if "frame_pointer" in names:
+            expected["frame_pointer"] = ((steps + 1, 3), np.dtype(np.float32))
+    elif info["has_frames"]:
+        shape = (steps + 1, info["frame_height"], info["frame_width"], 3)
+        expected["frames"] = (shape, np.dtype(np.uint8))
+    arrays: dict[str, np.ndarray] = {}
+    for field, (shape, dtype) in expected.items():
+        if field not in names:
+            raise DatasetError(f"{path}: field '{field}': missing{note}")
+        try:
+            array = npz[field]
+        except Exception as err:
+            raise DatasetError(
+                f"{path}: field '{field}': unreadable ({type(err).__name__}: {err}){note}"
+            ) from None
+        if array.dtype != dtype:
+            raise DatasetError(
+                f"{path}: field '{field}': expected dtype {dtype}, found {array.dtype}{note}"
+            )
+        if array.shape != shape:
+            raise DatasetError(
+                f"{path}: field '{field}': expected shape {shape}, found {array.shape}{note}"
+            )
+        array.flags.writeable = False
+        arrays[field] = array
+    for field in sorted(names - expected.keys()):
+        raise DatasetError(f"{path}: field '{field}': not recorded in {index}{note}")
+    if not intact:
+        raise DatasetError(f"{path}: checksum mismatch (file corrupt or truncated)")
+    frames = arrays.get("frames")
+    if info["video_file"] is not None:
+        frames = _open_video(root, info, arrays, index)
+    try:
+        return Trajectory(
+            observations=arrays["observations"],
+            actions=arrays["actions"],
+            rewards=arrays.get("rewards"),
+            frames=frames,
+            env_id=info["env_id"],
+            seed=info["seed"],
+            embodiment=info["embodiment"],
+            terminated=info["terminated"],
+            metadata=info["metadata"],
+            id=info["id"],
+        )
+    except ValueError as err:
+        raise DatasetError(f"{path}: {err}") from None
+
+
+def _open_video(root: Path, info: dict[str, Any], arrays: dict[str, np.ndarray], index: str
+                ) -> VideoFrames:
+    """The frames of a video-backed trajectory, after the cheap checks of its mp4."""
+    path = root / info["video_file"]
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{path}: file missing (trajectory {info['id']!r} is indexed in {index})"
+        ) from None
+    if size != info["video_bytes"]:
+        raise DatasetError(
+            f"{path}: field 'video_bytes': {size} bytes, {info['video_bytes']} recorded "
+            "(file truncated or altered)"
+        )
+    try:
+        return VideoFrames(
+            path, indices=arrays["frame_indices"],
+            size=(info["frame_height"], info["frame_width"]),
+            pointer=arrays.get("frame_pointer"),
+        )
+    except VideoError as err:
+        raise DatasetError(f"{err} (trajectory {info['id']!r})") from None
+
+
+def verify_files(root: Path, info: dict[str, Any], index: str) -> None:
+    """Check the sha256 of the trajectory's npz (and mp4) against its index row ``info``."""
+    files = [(info["file"], info["sha256"])]
+    if info["video_file"] is not None:
+        files.append((info["video_file"], info["video_sha256"]))
+    for relative, recorded in files:
+        path = root / relative
+        try:
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        except FileNotFoundError:
+            raise DatasetError(
+                f"{path}: file missing (trajectory {info['id']!r} is indexed in {index})"
+            ) from None
+        if digest != recorded:
+            raise DatasetError(
+                f"{path}: checksum mismatch (file corrupt or altered since it was stored)"
+            )
+
+
+def check_video_frames(video: VideoFrames, trajectory_id: str) -> None:
+    """Raise ``DatasetError`` naming the mp4 unless it (still) holds every frame ``video``
+    shows: as many frames as when it was opened, and at least its largest index + 1."""
+    try:
+        available = frame_count(video.path)
+    except VideoError as err:
+        raise DatasetError(f"{err} (field 'frames' of trajectory {trajectory_id!r})") from None
+    needed = int(video.indices.max()) + 1 if len(video.indices) else 0
+    if available != video.source_frame_count or available < needed:
+        raise DatasetError(
+            f"{video.path}: field 'frames': the video has {available} frames, trajectory "
+            f"{trajectory_id!r} needs frames up to index {needed - 1} of the "
+            f"{video.source_frame_count} it had when it was opened"
+        )
+
+
+def copy_hashed(source: Path, target: Path) -> tuple[str, int]:
+    """Copy ``source`` to the new file ``target`` (fsynced) and return its sha256 and size."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(source, "rb") as src, open(target, "xb") as dst:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                dst.write(chunk)
+                size += len(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+    except FileNotFoundError as err:
+        if not source.exists():
+            raise DatasetError(f"{source}: field 'frames': file missing") from None
+        raise DatasetError(f"{target}: cannot write ({err})") from err
+    return digest.hexdigest(), size
