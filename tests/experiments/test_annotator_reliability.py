@@ -37,7 +37,11 @@ def test_weighting_by_reliability_beats_face_value_when_half_the_labels_are_nois
         low, high = a["final"]["interval"]
         assert low <= a["final"]["flip_rate"] <= high
         assert len(a["estimates_by_round"]) == config.rounds + 1
+    true = {a["annotator"]: a["true_flip_rate"] for a in row["annotators"]}
+    assert true["oracle"] == 0.0 and abs(true["mistake"] - 0.45) < 0.03 and abs(true["adversarial"] - 0.5) < 0.03, true
+    assert 0.0 < true["myopic"] < 0.45, true
     assert {"weighting", "final"} == set(row["ranking"])
+    assert {"kendall_tau", "ranks_correctly", "ranks_as_on_labels"} == set(row["ranking"]["final"])
     saved = json.loads((tmp_path / "noisy" / "results.json").read_text())
     assert saved["rows"][0]["accuracy_reliability"] == row["accuracy_reliability"]
     assert "reliability" in (tmp_path / "noisy" / "table.md").read_text()
