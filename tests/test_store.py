@@ -744,12 +744,13 @@ def test_video_backed_trajectory_decodes_like_the_npz_path(tmp_path, recording):
         clips = [Clip(on_video.id, 2, 10), Clip(in_npz.id, 2, 10)]
         ds.add_clips(clips)
     with PreferenceDataset.open(tmp_path / "ds") as ds:
-        stored = ds.path / "videos" / f"{on_video.id}.mp4"
+        digest = hashlib.sha256(recording.read_bytes()).hexdigest()
+        stored = ds.path / "videos" / f"{digest}.mp4"
         assert stored.read_bytes() == recording.read_bytes()  # copied, not re-encoded
         assert sorted(p.name for p in stored.parent.iterdir()) == [stored.name]
         info = ds.trajectory_info(on_video.id)
-        assert info["video_file"] == f"videos/{on_video.id}.mp4"
-        assert info["video_sha256"] == hashlib.sha256(recording.read_bytes()).hexdigest()
+        assert info["video_file"] == f"videos/{digest}.mp4"
+        assert info["video_sha256"] == digest
         assert info["video_bytes"] == recording.stat().st_size
         assert (info["has_frames"], info["frame_height"], info["frame_width"]) == (True, 32, 48)
         assert ds.trajectory_info(in_npz.id)["video_file"] is None
@@ -873,13 +874,32 @@ def test_failed_video_add_leaves_neither_file_nor_row(tmp_path, recording, monke
     assert list((ds.path / "videos").iterdir()) == []
     assert list((ds.path / "trajectories").iterdir()) == []
     ds.add_trajectory(traj)
-    stored = ds.path / "videos" / f"{traj.id}.mp4"
+    stored = ds.path / ds.trajectory_info(traj.id)["video_file"]
     impostor = video_trajectory(VideoFrames(write_recording(tmp_path / "other.mp4", seed=1)))
     with pytest.raises(DatasetError, match="field 'id'"):
         ds.add_trajectory(dataclasses.replace(impostor, id=traj.id))
     assert stored.read_bytes() == recording.read_bytes()
     assert sorted(p.name for p in stored.parent.iterdir()) == [stored.name]
     ds.close()
+
+
+def test_episodes_of_one_recording_share_one_stored_copy(tmp_path, recording):
+    """A recording that holds several episodes (LeRobot v3.0 keeps many per mp4) is copied
+    into the dataset once, whichever episode comes first, and each episode reads its frames."""
+    first, second = (video_trajectory(VideoFrames(recording, indices=np.arange(start, start + 21)), seed=start)
+                     for start in (0, 25))
+    other = video_trajectory(VideoFrames(write_recording(tmp_path / "other.mp4", seed=1)))
+    with PreferenceDataset.create(tmp_path / "ds") as ds:
+        for trajectory in (first, second, other):
+            ds.add_trajectory(trajectory)
+    with PreferenceDataset.open(tmp_path / "ds") as ds:
+        files = {t.id: ds.trajectory_info(t.id)["video_file"] for t in (first, second, other)}
+        assert files[first.id] == files[second.id] != files[other.id]
+        assert sorted(p.name for p in (ds.path / "videos").iterdir()) == sorted(Path(f).name for f in set(files.values()))
+        assert (ds.path / files[first.id]).read_bytes() == recording.read_bytes()
+        decoded = decode_file(recording)
+        np.testing.assert_array_equal(np.asarray(ds.trajectory(second.id).frames), decoded[25:46])
+        ds.verify()
 
 
 def test_stored_video_altered_afterwards_is_detected(tmp_path, recording):
@@ -890,7 +910,8 @@ def test_stored_video_altered_afterwards_is_detected(tmp_path, recording):
         ds.add_trajectory(other)
         ds.add_clips([clip])
         ds.verify()
-    stored = tmp_path / "ds" / "videos" / f"{traj.id}.mp4"
+    with PreferenceDataset.open(tmp_path / "ds") as ds:
+        stored = ds.path / ds.trajectory_info(traj.id)["video_file"]
     original = stored.read_bytes()
 
     def load_error() -> str:

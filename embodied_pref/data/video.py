@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import os
 import threading
 from collections.abc import Iterable
@@ -95,7 +96,23 @@ class _FrameIndex:
 
 
 def _read_index(path: Path) -> _FrameIndex:
-    """Demux every packet of the first video stream (reads the file, decodes nothing)."""
+    """Demux every packet of the first video stream (reads the file, decodes nothing).
+
+    Remembered per file size and modification time: the episodes of a recording that holds
+    many of them (LeRobot v3.0) each open it, and demuxing it once serves them all."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise VideoError(f"{path}: file missing") from None
+    except OSError as err:
+        raise VideoError(f"{path}: not a readable video file ({err})") from None
+    return _demuxed_index(str(path), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _demuxed_index(name: str, size: int, mtime_ns: int) -> _FrameIndex:
+    """`_read_index` of the file `name` as it is at (`size`, `mtime_ns`)."""
+    path = Path(name)
     container, stream = _open_input(path)
     stamps: list[int] = []
     keyframes: list[bool] = []
@@ -123,6 +140,7 @@ def _read_index(path: Path) -> _FrameIndex:
         )
     is_key = np.asarray(keyframes, dtype=bool)[order]
     latest = np.maximum.accumulate(np.where(is_key, np.arange(len(pts)), -1))
+    pts.flags.writeable = latest.flags.writeable = False  # shared by every reader of the file
     return _FrameIndex(pts=pts, latest_keyframe=latest, height=height, width=width)
 
 

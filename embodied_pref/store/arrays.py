@@ -6,7 +6,10 @@ trajectories/<id>.npz   observations (T+1, D) f32, actions (T, A) f32, rewards (
                         (optional), and either frames (T+1, H, W, 3) u8, or frame_indices
                         (T+1,) i64 + frame_pointer (T+1, 3) f32 (optional) for frames in
                         videos/<id>.mp4
-videos/<id>.mp4         a video-backed trajectory's recording, copied byte for byte
+videos/<sha256>.mp4     a video-backed trajectory's recording, copied byte for byte and
+                        named by its content: the episodes of one recording (LeRobot v3.0
+                        keeps many per file) share one copy (datasets written before name
+                        theirs videos/<id>.mp4; the index row names the file either way)
 ```
 
 Files are written to a hidden temporary name and fsynced; ``StagedFiles.place`` renames them
@@ -87,17 +90,47 @@ def stage_trajectory(root: Path, trajectory: Trajectory) -> StagedFiles:
             os.fsync(f.fileno())
         staged.row["sha256"] = hashlib.sha256(npz_tmp.read_bytes()).hexdigest()
         if video is not None:
-            video_relative = f"{VIDEO_DIR}/{tid}.mp4"
-            video_final = root / video_relative
-            video_final.parent.mkdir(exist_ok=True)
-            video_tmp = temp_path(video_final, ".mp4")
-            staged.moves.append((video_tmp, video_final))
-            digest, size = copy_hashed(video.path, video_tmp)
-            staged.row.update(video_file=video_relative, video_sha256=digest, video_bytes=size)
+            staged.row.update(_stage_video(root, video.path, staged))
     except BaseException:
         staged.discard()
         raise
     return staged
+
+
+_COPIED: dict[tuple[str, int, int], tuple[Path, str]] = {}
+"""(source path, size, mtime_ns) -> (dataset directory, sha256) of recordings already copied
+in, so that the next episode of the same file neither copies nor hashes it again."""
+
+
+def _stage_video(root: Path, source: Path, staged: StagedFiles) -> dict[str, Any]:
+    """The index row's video columns for frames from `source`: its copy videos/<sha256>.mp4,
+    staged in `staged` unless the dataset holds it already."""
+    folder = root / VIDEO_DIR
+    folder.mkdir(exist_ok=True)
+    try:
+        status = source.stat()
+    except FileNotFoundError:
+        raise DatasetError(f"{source}: field 'frames': file missing") from None
+    key = (str(source.resolve()), status.st_size, status.st_mtime_ns)
+    known = _COPIED.get(key)
+    if known is not None and known[0] == root.resolve():
+        final = folder / f"{known[1]}.mp4"
+        if final.is_file() and final.stat().st_size == status.st_size:
+            return {"video_file": f"{VIDEO_DIR}/{final.name}", "video_sha256": known[1],
+                    "video_bytes": status.st_size}
+    tmp = temp_path(folder / "incoming.mp4", ".mp4")
+    try:
+        digest, size = copy_hashed(source, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    final = folder / f"{digest}.mp4"
+    if final.is_file() and final.stat().st_size == size:
+        tmp.unlink()
+    else:
+        staged.moves.append((tmp, final))
+    _COPIED[key] = (root.resolve(), digest)
+    return {"video_file": f"{VIDEO_DIR}/{final.name}", "video_sha256": digest, "video_bytes": size}
 
 
 def load_trajectory(root: Path, info: dict[str, Any], index: str) -> Trajectory:
