@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# torch + torchvision first, in one call: the only pair that imports together here.
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e ".[vision,mujoco,ui,games,test,postgresql]"
+	$(PIP) install -q -e ".[vision,mujoco,ui,games,robot,test,postgresql]"
 	# imitation 1.0.1 pins gymnasium~=0.29 and stable-baselines3~=2.2.1, older than our stack;
 	# its data types and reward wrappers import and run on ours, so install it without deps.
 	$(PIP) install -q --no-deps imitation==1.0.1

@@ -33,6 +33,14 @@ from embodied_pref.experiments.tasks import scripted_episodes, task_spec
 from embodied_pref.gathering import TeacherGatherer, dataset_teacher
 from embodied_pref.loop import ask, fit_reward, fit_reward_with_reliability
 from embodied_pref.policy_training import TrainPolicyConfig, evaluate_diffusion_policy, run_train_policy
+from embodied_pref.recordings.episode import RobotDataError, from_trajectory
+from embodied_pref.recordings.formats import Format, read_episodes, write_episodes
+from embodied_pref.recordings.importing import (
+    GradedPair,
+    RecordingImportConfig,
+    add_graded_labels,
+    import_episodes,
+)
 from embodied_pref.rapl.stored_labels import StoredRankingsConfig, train_on_stored_rankings
 from embodied_pref.reward_nets import RewardEnsemble, RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
@@ -363,6 +371,61 @@ def import_vpt(
         print(f"  skipped {name}: {error}")
 
 
+def import_recordings_command(
+    source: Path,
+    dataset: Path,
+    format: Format = "auto",
+    cameras: tuple[str, ...] | None = None,
+    fps: float | None = None,
+    quality_labels: bool = False,
+    config: Annotated[RecordingImportConfig, tyro.conf.arg(name="")] = RecordingImportConfig(),
+) -> None:
+    """Import robot recordings into a dataset (created if missing): a LeRobot v2.1/v3.0
+    directory, a robomimic HDF5 file or a folder of mp4 files (each with an optional
+    <name>.npz of actions/states/rewards). Every episode becomes a trajectory whose frames are
+    --camera's (kept in their mp4, copied once into the dataset), cut into clips to label with
+    `label --ui`. Running it again imports only the episodes not stored yet.
+
+    Args:
+        source: The recording (directory or .hdf5 file).
+        dataset: Dataset directory.
+        format: auto (from what SOURCE is), lerobot, robomimic or mp4.
+        cameras: Cameras to read (default: all); --camera picks the one people compare.
+        fps: Frame rate for formats that do not record one (robomimic; default 20).
+        quality_labels: robomimic only: store its operator-quality masks (better > okay > worse)
+            as labels, the better demonstration's clip preferred, annotator "robomimic-quality".
+    """
+    chosen, episodes = read_episodes(source, format, cameras, fps)
+    with PreferenceDataset.create(dataset, exist_ok=True) as store:
+        summary = import_episodes(episodes, store, chosen, config)
+        labels = 0
+        if quality_labels:
+            if chosen != "robomimic":
+                raise RobotDataError(f"{source}: field 'quality_labels': only robomimic files carry quality masks")
+            from embodied_pref.recordings.robomimic import quality_preferences, robomimic_info
+
+            pairs = [GradedPair(q.preferred, q.rejected, {"kind": "robomimic-quality", "file": str(source),
+                                                          "better": q.preferred_mask, "worse": q.rejected_mask})
+                     for q in quality_preferences(robomimic_info(source).masks)]
+            labels = add_graded_labels(store, pairs, summary.trajectory_of, "robomimic-quality")
+    print(f"{dataset}: {len(summary.stored)} {chosen} episodes stored, {summary.clips} clips cut, "
+          f"{len(summary.already)} stored before" + (f", {labels} quality labels" if quality_labels else ""))
+
+
+def export_recordings_command(dataset: Path, out: Path, format: Literal["lerobot", "robomimic"] = "lerobot") -> None:
+    """Write a dataset's trajectories (e.g. a policy's rollouts) as a LeRobot v3.0 dataset
+    directory or a robomimic HDF5 file; imported episodes come back as they were recorded.
+
+    Args:
+        dataset: Dataset directory.
+        out: Directory (lerobot) or .hdf5 file (robomimic) to write.
+        format: lerobot or robomimic.
+    """
+    with PreferenceDataset.open(dataset) as store:
+        episodes = (from_trajectory(store.trajectory(i)) for i in store.trajectory_ids())
+        print(write_episodes(episodes, out, format))
+
+
 def rank_agents_command(config: Annotated[AgentRankingConfig, tyro.conf.arg(name="")]) -> None:
     """Rank agents from their episode videos, BASALT-style: people compare two agents'
     episodes of the same task and seed in the labeling app and TrueSkill ranks the agents.
@@ -461,6 +524,8 @@ COMMANDS = {
     "make-previews": make_previews,
     "annotators": annotators,
     "import-vpt": import_vpt,
+    "import-recordings": import_recordings_command,
+    "export-recordings": export_recordings_command,
     "rank-agents": rank_agents_command,
     "experiment": experiment,
     "env-grid": env_grid,
@@ -479,7 +544,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="embodied-pref", args=args,
                                              description="Learn rewards from preferences over trajectory clips.")
-    except DatasetError as err:  # a missing dataset, a duplicate name: the message says it all
+    except (DatasetError, RobotDataError) as err:  # a missing dataset, a bad recording: the message says it all
         raise SystemExit(f"error: {err}") from None
 
 

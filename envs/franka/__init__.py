@@ -20,7 +20,7 @@ except ImportError:
 
 from envs.franka.controller import ScriptedPusher
 from envs.franka.push import CONTROLS, OBSERVATIONS, TASKS, FrankaPushEnv, check_choice
-from envs.franka.scene import GOAL_RADIUS
+from envs.franka.scene import CAMERA, GOAL_RADIUS, TOP_CAMERA
 from envs.registration import register_variants
 
 __all__ = [

@@ -238,12 +238,12 @@ class FrankaPushEnv(gymnasium.Env):
         self._renderers.clear()
 
     # ----------------------------------------------------------------- state access
-    def render_frame(self, size: int) -> np.ndarray:
-        """(size, size, 3) uint8 frame of the fixed third-person camera; size <= 224."""
+    def render_frame(self, size: int, camera: str = CAMERA) -> np.ndarray:
+        """(size, size, 3) uint8 frame of a fixed camera (`CAMERA`, or `TOP_CAMERA` overhead); size <= 224."""
         if size not in self._renderers:
             self._renderers[size] = mujoco.Renderer(self.model, size, size)
         renderer = self._renderers[size]
-        renderer.update_scene(self.data, camera=CAMERA, scene_option=self._scene_option)
+        renderer.update_scene(self.data, camera=camera, scene_option=self._scene_option)
         return renderer.render()
 
     def ee_position(self) -> np.ndarray:

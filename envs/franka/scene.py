@@ -22,6 +22,9 @@ BLOCK_HALF = 0.025
 GOAL_RADIUS = 0.08
 """Radius of the goal disk drawn on the table (m)."""
 CAMERA = "third_person"
+"""The camera the env renders and its pixel observations come from."""
+TOP_CAMERA = "top_down"
+"""A second, overhead camera over the table (robot recordings usually carry several views)."""
 ARM_DAMPING = 10.0
 """Joint damping of the arm (N m s/rad), lowered from the kitchen model's 100."""
 ARM_JOINTS = tuple(f"robot:panda0_joint{i}" for i in range(1, 8))
@@ -108,6 +111,7 @@ def scene_xml(spec: SceneSpec) -> str:
           friction="0.4 0.005 0.0001"/>
     <site name="goal" type="cylinder" size="{GOAL_RADIUS} 0.0005" pos="0.55 0 0.0005" rgba="0.2 0.8 0.3 0.6"/>
     <camera name="{CAMERA}" pos="1.3 0.65 0.85" xyaxes="-0.585 0.811 0.000 -0.410 -0.296 0.863" fovy="50"/>
+    <camera name="{TOP_CAMERA}" pos="0.5 0 1.3" xyaxes="0 -1 0 1 0 0" fovy="45"/>
     <body name="panda_base" pos="0 0 0">
       <include file="franka_assets/chain.xml"/>
     </body>{blocks}

@@ -91,9 +91,16 @@ def decision_weights(episodes: Sequence[Trajectory], decisions: Decisions, rewar
         scores = decisions.executed_sums(rewards, n_action_steps)
     if config.weighting == "top":
         weights = (scores >= np.quantile(scores, 1 - config.top_fraction)).astype(np.float64)
-    else:
-        weights = np.exp((scores - scores.max()) / (config.temperature * (scores.std() + 1e-8)))
-    weights = np.minimum(weights, config.max_weight * weights.mean())
+        weights = np.minimum(weights, config.max_weight * weights.mean())
+        return weights / weights.mean()
+    return exponentiated_weights(scores, config.temperature, config.max_weight)
+
+
+def exponentiated_weights(scores: np.ndarray, temperature: float, max_weight: float) -> np.ndarray:
+    """exp((s − max s) / (τ · std s)) per score, capped at `max_weight` times their mean, then
+    scaled to mean 1."""
+    weights = np.exp((scores - scores.max()) / (temperature * (scores.std() + 1e-8)))
+    weights = np.minimum(weights, max_weight * weights.mean())
     return weights / weights.mean()
 
 
