@@ -27,6 +27,8 @@ itself)) for the benches that write files beyond their temporary ones."""
 NUMBER = r"[\d,]+(?:\.\d+)?"
 EXPECTED = {
     "crafter_reward": [rf"^\| crafter-thrift \| 20 \| {NUMBER} ± 0\.000 \| {NUMBER} ± 0\.000 \| 1 \|$"],
+    "deploy": [rf"^\| runtime, onnxruntime \| {NUMBER} \| {NUMBER} \| {NUMBER}× / {NUMBER}× faster \| {NUMBER}e[-+]\d+ \|$",
+               r"^goal: exports ≤ eager p50 latency .*: (holds|does not hold|not checked)"],
     "env_throughput": [
         rf"^\| embodied_pref/XMagical-SweepToTop-Gripper-Pixels-v0 \| {NUMBER} \| {NUMBER} \|$",
         rf"^\| Longstick \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER} \|$",
@@ -46,6 +48,9 @@ EXPECTED = {
     "pbrl_vs_imitation": [rf"^\| sweep \| 16 \| ours \| 0 \| {NUMBER} \| -?{NUMBER} \| -?{NUMBER} \|",
                           rf"^\| sweep \| 16 \| imitation \| 0 \| {NUMBER} \| -?{NUMBER} \| -?{NUMBER} \|",
                           rf"^\| sweep \| 16 \| ours / imitation \| \| {NUMBER} \| -?{NUMBER} \|"],
+    "recordings_import": [rf"^\| ours \| {NUMBER} \| {NUMBER} \| {NUMBER} \| 1\.00 \|$",
+                          rf"^\| pyarrow \+ PyAV demux \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER} \|$",
+                          r"^imported 4 episodes; peak RSS"],
     "reward_pipeline": [rf"^\| LearnedRewardVecEnv, 3×256² ensemble \| {NUMBER} \| {NUMBER} \|$"],
     "rollouts": [rf"^\| PPO policy, state obs \| {NUMBER} \| {NUMBER} \| {NUMBER}× \| yes \| -?{NUMBER} \|$",
                  rf"^\| wrapper, demo reward \| {NUMBER} \| {NUMBER}× \|$"],

@@ -87,31 +87,33 @@ def import_episodes(episodes: Iterable[RecordedEpisode], dataset: PreferenceData
                 break
             trajectory_id = episode_trajectory_id(source_format, episode)
             trajectory_of[episode.name] = trajectory_id
-            if trajectory_id in stored_before:
-                already.append(trajectory_id)
-            else:
+            if trajectory_id not in stored_before:
                 camera = _camera(episode, config.camera)
                 encoded = None
                 if camera is not None and config.encode_frames and not isinstance(episode.cameras[camera], VideoFrames):
                     encoded = Path(scratch) / f"{trajectory_id}.mp4"
                     episode = _video_backed(episode, camera, encoded, config.lossless)
-                dataset.add_trajectory(to_trajectory(episode, camera, source_format, trajectory_id,
-                                                     config.embodiment))
+                trajectory = to_trajectory(episode, camera, source_format, trajectory_id, config.embodiment)
+                own_clips = consecutive_clips(trajectory_id, trajectory.length, config.clip_length)
+                dataset.add_trajectory(trajectory, own_clips)
                 if encoded is not None:  # the dataset holds its own copy now
                     encoded.unlink()
                 stored.append(trajectory_id)
-            if trajectory_id not in with_clips:  # new, or stopped before its clips were stored
-                clips += cut_consecutive_clips(dataset, trajectory_id, config.clip_length)
+                clips += len(own_clips)
+                continue
+            already.append(trajectory_id)
+            if trajectory_id not in with_clips:  # stored without clips (by another command, or too short)
+                length = dataset.trajectory_info(trajectory_id)["length"]
+                own_clips = consecutive_clips(trajectory_id, length, config.clip_length)
+                dataset.add_clips(own_clips)
+                clips += len(own_clips)
     return RecordingImportSummary(tuple(stored), tuple(already), clips, trajectory_of)
 
 
-def cut_consecutive_clips(dataset: PreferenceDataset, trajectory_id: str, clip_length: int) -> int:
-    """Store consecutive, non-overlapping clips of a stored trajectory; return how many (0 for
-    a trajectory shorter than one clip)."""
-    length = dataset.trajectory_info(trajectory_id)["length"]
-    starts = range(0, length - clip_length + 1, clip_length)
-    dataset.add_clips(Clip(trajectory_id, start, clip_length) for start in starts)
-    return len(starts)
+def consecutive_clips(trajectory_id: str, length: int, clip_length: int) -> list[Clip]:
+    """Consecutive, non-overlapping clips of a trajectory of `length` steps (none if it is
+    shorter than one clip)."""
+    return [Clip(trajectory_id, start, clip_length) for start in range(0, length - clip_length + 1, clip_length)]
 
 
 def _camera(episode: RecordedEpisode, camera: str | None) -> str | None:

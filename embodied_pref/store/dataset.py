@@ -312,16 +312,17 @@ class PreferenceDataset:
 
     # --- trajectories ---------------------------------------------------------------------
 
-    def add_trajectory(self, trajectory: Trajectory) -> str:
-        """Store a trajectory (npz file + index row) and return its id.
+    def add_trajectory(self, trajectory: Trajectory, clips_: Iterable[Clip] = ()) -> str:
+        """Store a trajectory (npz file + index row), and optionally clips of it, and return its id.
 
         Frames given as a ``VideoFrames`` stay encoded: their mp4 is copied byte for byte to
-        ``videos/<id>.mp4`` and the npz holds the frame indices (and cursor pointer). Before
-        anything is written the mp4 is checked to hold every frame the trajectory shows
-        (``DatasetError`` naming the mp4 and field 'frames'). The files and the index row
-        land together or not at all.
+        ``videos/<sha256>.mp4`` (once, however many trajectories it holds) and the npz holds the
+        frame indices (and cursor pointer). Before anything is written the mp4 is checked to
+        hold every frame the trajectory shows (``DatasetError`` naming the mp4 and field
+        'frames'). The files, the index row and the clips land together or not at all.
         """
         trajectory = self._checked(Trajectory, trajectory, "trajectory")
+        own_clips = self._checked_batch(Clip, clips_, "clips")
         tid = trajectory.id
         frames = trajectory.frames
         staged = stage_trajectory(self._root, trajectory)
@@ -343,6 +344,7 @@ class PreferenceDataset:
                     metadata=json.dumps(trajectory.metadata), created_at=time.time(),
                     **staged.row,
                 ))
+                self._insert_clips(conn, own_clips)
         except BaseException:
             staged.discard()
             raise
@@ -408,26 +410,29 @@ class PreferenceDataset:
         """Store clips in one transaction; each must fit inside a stored trajectory."""
         checked = self._checked_batch(Clip, clips_, "clips")
         with self._transaction(write=True) as conn:
-            for clip in checked:
-                subject = f"clip {clip.id!r}"
-                length = conn.scalar(select(trajectories.c.length)
-                                     .where(trajectories.c.id == clip.trajectory_id))
-                if length is None:
-                    raise self._error(
-                        "trajectory_id", f"unknown trajectory {clip.trajectory_id!r}",
-                        subject=subject,
-                    )
-                if clip.start + clip.length > length:
-                    raise self._error(
-                        "length",
-                        f"steps [{clip.start}, {clip.start + clip.length}) do not fit in "
-                        f"trajectory {clip.trajectory_id!r} of {length} steps",
-                        subject=subject,
-                    )
-                if _exists(conn, clips, clip.id):
-                    raise self._error("id", "already stored", subject=subject)
-                conn.execute(insert(clips).values(id=clip.id, trajectory_id=clip.trajectory_id,
-                                                  start=clip.start, length=clip.length))
+            self._insert_clips(conn, checked)
+
+    def _insert_clips(self, conn: Connection, checked: list[Clip]) -> None:
+        for clip in checked:
+            subject = f"clip {clip.id!r}"
+            length = conn.scalar(select(trajectories.c.length)
+                                 .where(trajectories.c.id == clip.trajectory_id))
+            if length is None:
+                raise self._error(
+                    "trajectory_id", f"unknown trajectory {clip.trajectory_id!r}",
+                    subject=subject,
+                )
+            if clip.start + clip.length > length:
+                raise self._error(
+                    "length",
+                    f"steps [{clip.start}, {clip.start + clip.length}) do not fit in "
+                    f"trajectory {clip.trajectory_id!r} of {length} steps",
+                    subject=subject,
+                )
+            if _exists(conn, clips, clip.id):
+                raise self._error("id", "already stored", subject=subject)
+            conn.execute(insert(clips).values(id=clip.id, trajectory_id=clip.trajectory_id,
+                                              start=clip.start, length=clip.length))
 
     def clip(self, clip_id: str) -> Clip:
         """The stored clip with this id."""
