@@ -29,9 +29,11 @@ from embodied_pref.experiments.label_efficiency import LabelEfficiencyConfig, ru
 from embodied_pref.experiments.rapl import RaplExperimentConfig, run_rapl_experiment
 from embodied_pref.experiments.regret import RegretExperimentConfig, run_regret_experiment
 from embodied_pref.experiments.reward_quality import RewardQualityConfig, run_reward_quality
+from embodied_pref.experiments.robot_walkthrough import RobotWalkthroughConfig, run_robot_walkthrough
 from embodied_pref.experiments.tasks import scripted_episodes, task_spec
 from embodied_pref.gathering import TeacherGatherer, dataset_teacher
 from embodied_pref.loop import ask, fit_reward, fit_reward_with_reliability
+from embodied_pref.offline_alignment import AlignOfflineConfig, align_offline, report_markdown
 from embodied_pref.policy_training import TrainPolicyConfig, evaluate_diffusion_policy, run_train_policy
 from embodied_pref.recordings.episode import RobotDataError, from_trajectory
 from embodied_pref.recordings.formats import Format, read_episodes, write_episodes
@@ -51,6 +53,9 @@ from envs.xmagical import env_id
 from human_ui.annotators import add_annotator
 from human_ui.config import UIConfig
 from human_ui.server import serve
+from policies.deploy.export import export_policy
+from policies.deploy.serve import serve_policy
+from policies.diffusion.policy import DiffusionPolicy
 from policies.ppo import PPOAgent
 
 
@@ -328,6 +333,7 @@ def experiment(
             Annotated[RaplExperimentConfig, tyro.conf.subcommand("rapl", prefix_name=False)],
             Annotated[AlignPolicyConfig, tyro.conf.subcommand("align-policy", prefix_name=False)],
             Annotated[AnnotatorReliabilityConfig, tyro.conf.subcommand("annotator-reliability", prefix_name=False)],
+            Annotated[RobotWalkthroughConfig, tyro.conf.subcommand("robot-walkthrough", prefix_name=False)],
         ],
         tyro.conf.arg(name=""),
     ],
@@ -340,7 +346,7 @@ def experiment(
     runners = {RewardQualityConfig: run_reward_quality, LabelEfficiencyConfig: run_label_efficiency,
                ContinuousRegretConfig: run_continuous_regret, RegretExperimentConfig: run_regret_experiment,
                RaplExperimentConfig: run_rapl_experiment, AlignPolicyConfig: run_align_policy,
-               AnnotatorReliabilityConfig: run_annotator_reliability}
+               AnnotatorReliabilityConfig: run_annotator_reliability, RobotWalkthroughConfig: run_robot_walkthrough}
     if getattr(config, "quick", False):  # flags given beside --quick win over it, even at their default values
         config = config.resolved(flags_given(_command_line))
     runners[type(config)](config)
@@ -424,6 +430,31 @@ def export_recordings_command(dataset: Path, out: Path, format: Literal["lerobot
     with PreferenceDataset.open(dataset) as store:
         episodes = (from_trajectory(store.trajectory(i)) for i in store.trajectory_ids())
         print(write_episodes(episodes, out, format))
+
+
+def align_offline_command(config: Annotated[AlignOfflineConfig, tyro.conf.arg(name="")]) -> None:
+    """Align a pretrained diffusion policy with people's labels on recorded episodes, offline:
+    a share of the episodes (and the labels on their clips) is held out, a reward is fit to the
+    other labels, and the policy is fine-tuned on the other episodes (rwr: weighted by that
+    reward; dpo: Diffusion-DPO on the labels). Writes <out>/policy (export it with
+    `export-policy`), <out>/reward.pt and <out>/report.json, and prints the held-out report:
+    the reward's accuracy on the held-out labels, and the pretrained vs the aligned policy's
+    action and denoising errors on their preferred vs dispreferred clips."""
+    print(report_markdown(align_offline(config).report))
+
+
+def export_policy_command(policy: Path, out: Path, formats: tuple[Literal["torchscript", "onnx"], ...] = ("torchscript", "onnx")) -> None:
+    """Export a diffusion policy (a directory written by `DiffusionPolicy.save`, such as the
+    walkthrough's aligned/) for the robot's control computer: its observation encoder and
+    denoiser as TorchScript and ONNX, each checked against PyTorch, with the normalization
+    statistics, the DDIM schedule and checksums; run it with `serve-policy`.
+
+    Args:
+        policy: Policy directory (config.json + model.safetensors).
+        out: Export directory to write (an earlier export there is replaced).
+        formats: Formats to write.
+    """
+    print(export_policy(DiffusionPolicy.load(policy), out, formats))
 
 
 def rank_agents_command(config: Annotated[AgentRankingConfig, tyro.conf.arg(name="")]) -> None:
@@ -526,6 +557,9 @@ COMMANDS = {
     "import-vpt": import_vpt,
     "import-recordings": import_recordings_command,
     "export-recordings": export_recordings_command,
+    "align-offline": align_offline_command,
+    "export-policy": export_policy_command,
+    "serve-policy": serve_policy,
     "rank-agents": rank_agents_command,
     "experiment": experiment,
     "env-grid": env_grid,

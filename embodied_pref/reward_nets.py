@@ -153,7 +153,8 @@ class RewardEnsemble(nn.Module):
     @torch.no_grad()
     def predict(self, obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
         """Ensemble-mean reward, numpy in and out: (B, D), (B, A), (B, D) -> (B,) float32."""
-        tensors = [torch.as_tensor(a, dtype=torch.float32, device=self.device) for a in (obs, acts, next_obs)]
+        # Arrays read from a dataset are read-only; torch wants writable memory (copied only then).
+        tensors = [torch.as_tensor(np.require(a, np.float32, ["W"]), device=self.device) for a in (obs, acts, next_obs)]
         return self(*tensors).mean(0).cpu().numpy().astype(np.float32)
 
     def save(self, path: str | Path) -> None:
