@@ -38,6 +38,7 @@ from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.experiments.tasks import episode_outcomes, scripted_episodes, task_spec
 from embodied_pref.gathering import TeacherGatherer, dataset_teacher
 from embodied_pref.loop import ask_in_rounds
+from embodied_pref.offline_alignment import METHODS, AlignOfflineConfig, align_offline
 from embodied_pref.recordings.episode import RecordedEpisode, to_trajectory
 from embodied_pref.recordings.importing import RecordingImportConfig, import_episodes
 from embodied_pref.recordings.lerobot import read_lerobot
@@ -45,7 +46,6 @@ from embodied_pref.recordings.lerobot_writer import write_lerobot
 from embodied_pref.recordings.robomimic import write_robomimic
 from embodied_pref.reward_nets import RewardNetConfig
 from embodied_pref.reward_training import RewardTrainingConfig
-from embodied_pref.offline_alignment import METHODS, AlignOfflineConfig, align_offline
 from embodied_pref.segments import stack_segments
 from embodied_pref.store import PreferenceDataset
 from envs.franka.recording import CAMERA_KEYS, TwoCameraRender, recorded_episode
@@ -80,11 +80,11 @@ class RobotWalkthroughConfig:
     """Steps per episode (45..100)."""
     camera_size: int = 64
     """Square frame size of both cameras."""
-    labels: int = 200
+    labels: int = 400
     """Teacher labels on pairs of recorded clips, asked in rounds."""
-    labels_per_round: int = 50
+    labels_per_round: int = 100
     """Queries per round: uniform, then by ensemble disagreement."""
-    clip_length: int = 25
+    clip_length: int = 50
     """Steps per labelled clip (each episode is cut into consecutive clips)."""
     held_out_fraction: float = 0.25
     """Share of the recorded episodes held out from the reward and the alignment."""
@@ -95,8 +95,10 @@ class RobotWalkthroughConfig:
     """Fitting the reward ensemble."""
     rwr: OfflineRWRConfig = field(default_factory=lambda: OfflineRWRConfig(steps=500, progress=False))
     """Offline reward-weighted regression on the recordings."""
-    dpo: DPOConfig = field(default_factory=lambda: DPOConfig(steps=300, progress=False))
-    """Diffusion-DPO on the labelled pairs."""
+    dpo: DPOConfig = field(default_factory=lambda: DPOConfig(
+        steps=600, beta=500.0, progress=False, trainer=TrainerConfig(learning_rate=3e-4, warmup_steps=50, batch_size=64)))
+    """Diffusion-DPO on the labelled pairs: a larger step and a smaller β than DPO's defaults,
+    which barely move the policy on a few hundred labels."""
     sim_episodes: int = 16
     """Simulator episodes per policy for the violation rate and success."""
     deploy_steps: int = 40
