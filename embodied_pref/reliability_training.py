@@ -1,12 +1,19 @@
 """Reward fitting that weights each label by its annotator's reliability: a plain fit, then
 noise-aware refits (`reward_training.noise_aware_loss`), each with every annotator's flip rate
-estimated (`annotator_reliability`) from the reward before."""
+estimated (`annotator_reliability`) from the reward before.
+
+Where the estimate's prior on a query comes from matters. A reward fit to everyone's labels
+learns an annotator's systematic errors from their other labels, so even its members that never
+saw a query lean towards that annotator's answer, and the annotator looks more reliable than
+they are. `prior="without_annotator"` scores each annotator's answers with a reward fit without
+any of their labels (one more fit per annotator and round)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -53,7 +60,7 @@ def train_reward_with_reliability(
     reliability: ReliabilityConfig = ReliabilityConfig(),
     evidence: np.ndarray | Sequence[np.ndarray] | None = None,
     log_dir: str | Path | None = None,
-    out_of_sample: bool = True,
+    prior: Literal["in_sample", "out_of_bag", "without_annotator"] = "out_of_bag",
 ) -> ReliabilityFit:
     """Fit `ensemble` in place with each label weighted by its annotator's reliability.
 
@@ -66,10 +73,15 @@ def train_reward_with_reliability(
     the query id under which a pair's label counts towards its annotator's estimate, "" for
     pairs that do not count (e.g. those a triplet ranking implies); default `pairs.groups`.
     Only decisive labels (targets 0 or 1) count, an annotator's last one per query.
-    out_of_sample: a query's prior is the mean over the members that never trained on it
-    (`RewardTrainingReport.unseen`; a query every member saw then counts only if it overlaps);
-    False takes every member's, which the labels themselves have pulled towards agreement.
+    prior: where each query's P(first better) comes from. "out_of_bag": the mean over the
+    members that never trained on it (`RewardTrainingReport.unseen`; a query every member saw
+    then counts only if it overlaps). "without_annotator": a query one annotator answered is
+    scored by a reward of the same shape fit (same settings, same flip rates) to everybody
+    else's labels; a query several answered has no model prior, their answers decide it.
+    "in_sample": every member's, which the labels themselves have pulled towards agreement.
     """
+    if prior not in ("in_sample", "out_of_bag", "without_annotator"):
+        raise ValueError(f"prior: expected in_sample, out_of_bag or without_annotator, found {prior!r}")
     if rounds < 0:
         raise ValueError(f"rounds: expected >= 0, found {rounds}")
     sets = pair_sets(pairs)
@@ -89,8 +101,15 @@ def train_reward_with_reliability(
     for round_index in range(rounds + 1):
         round_dir = None if log_dir is None else Path(log_dir) / f"round_{round_index}"
         fit.reports.append(train_reward(ensemble, sets, config, model, round_dir, flip_rates=flips))
-        fit.estimates.append(_estimate_with(ensemble, sets, answers, model, reliability,
-                                            fit.reports[-1].unseen if out_of_sample else None))
+        if prior == "without_annotator":
+            prob_first = _priors_without_each_annotator(ensemble, sets, annotator_sets, answers, flips, config, model)
+        else:
+            prob_first = _model_priors(ensemble, sets, answers, model,
+                                       fit.reports[-1].unseen if prior == "out_of_bag" else None)
+        keys = list(answers)
+        fit.estimates.append(estimate_reliability([q for q, _ in keys], [a for _, a in keys],
+                                                  np.array([answers[k][2] for k in keys], dtype=bool),
+                                                  prob_first, reliability))
         flips = [fit.estimate.flip_rate_per_label(a) for a in annotator_sets]
     return fit
 
@@ -107,12 +126,12 @@ def _reliability_answers(sets: Sequence[PreferencePairs], annotator_sets: Sequen
     return answers
 
 
-def _estimate_with(ensemble: RewardEnsemble, sets: Sequence[PreferencePairs],
-                   answers: dict[tuple[str, str], tuple[int, int, bool]], model: PartialReturnModel,
-                   reliability: ReliabilityConfig, unseen: Sequence[np.ndarray] | None) -> ReliabilityEstimate:
-    """The flip rates, with the ensemble's mean P(first better) of each answered query as its
-    prior: over the members that never trained on the query when `unseen` is given (a query
-    every member saw has no model prior then), else over all members."""
+def _model_priors(ensemble: RewardEnsemble, sets: Sequence[PreferencePairs],
+                  answers: dict[tuple[str, str], tuple[int, int, bool]], model: PartialReturnModel,
+                  unseen: Sequence[np.ndarray] | None) -> dict[str, float]:
+    """The ensemble's mean P(first better) of each answered query: over the members that never
+    trained on the query when `unseen` is given (a query every member saw gets none), else over
+    all members."""
     ensemble.eval()
     prob_first = {}
     for s, pairs in enumerate(sets):
@@ -123,6 +142,33 @@ def _estimate_with(ensemble: RewardEnsemble, sets: Sequence[PreferencePairs],
             use = np.ones(len(members), dtype=bool) if unseen is None else unseen[s][:, i]
             if use.any():
                 prob_first[query] = float(members[use, i].mean())
-    keys = list(answers)
-    return estimate_reliability([q for q, _ in keys], [a for _, a in keys],
-                                np.array([answers[k][2] for k in keys], dtype=bool), prob_first, reliability)
+    return prob_first
+
+
+def _priors_without_each_annotator(
+    ensemble: RewardEnsemble, sets: Sequence[PreferencePairs], annotator_sets: Sequence[np.ndarray],
+    answers: dict[tuple[str, str], tuple[int, int, bool]], flips: Sequence[np.ndarray] | None,
+    config: RewardTrainingConfig, model: PartialReturnModel,
+) -> dict[str, float]:
+    """P(first better) of each query that one annotator alone answered, by a reward of
+    `ensemble`'s shape fit to every other annotator's labels (with their flip rates)."""
+    answerers = Counter(query for query, _ in answers)
+    prob_first: dict[str, float] = {}
+    for name in sorted({annotator for _, annotator in answers}):
+        alone = {query: where[:2] for (query, annotator), where in answers.items()
+                 if annotator == name and answerers[query] == 1}
+        others = [np.asarray(annotators).astype(str) != name for annotators in annotator_sets]
+        kept = [s for s, keep in enumerate(others) if keep.any()]
+        if not alone or sum(int(others[s].sum()) for s in kept) < 2:
+            continue
+        without = RewardEnsemble(ensemble.obs_dim, ensemble.act_dim, ensemble.config)
+        train_reward(without, [sets[s][others[s]] for s in kept], config, model,
+                     flip_rates=None if flips is None else [flips[s][others[s]] for s in kept])
+        without.eval()
+        for s, pairs in enumerate(sets):
+            queries = [query for query, (set_index, _) in alone.items() if set_index == s]
+            if queries:
+                index = np.array([alone[query][1] for query in queries])
+                probs = preference_probabilities(without, pairs.first[index], pairs.second[index], model).mean(axis=0)
+                prob_first.update(zip(queries, probs.tolist()))
+    return prob_first

@@ -315,6 +315,48 @@ def test_reliability_weighting_learns_past_an_adversarial_annotator():
     assert abs(weighted - uniform) < 0.02, (plain, uniform, weighted)
 
 
+def systematic_labels(clips: SegmentBatch, n: int, seed: int, overlap: float = 0.2):
+    """Half of the queries answered by "sys", who compares returns under a reward with one
+    feature's sign flipped (a consistent bias a reward can learn), the rest by two oracles,
+    "ann" and "bob"; -> (pairs, annotator per pair, each annotator's true disagreement)."""
+    rng = np.random.default_rng(seed)
+    n_queries = int(round(n / (1 + overlap)))
+    a, b = rng.integers(0, len(clips), n_queries), rng.integers(0, len(clips), n_queries)
+    biased_weights = W.copy()
+    biased_weights[2] = -W[2]
+    biased = (np.tanh(clips.observations[:, 1:] @ biased_weights) - 0.1 * (clips.actions**2).sum(-1)).sum(-1)
+    truth, says = clips.gt_returns[a] > clips.gt_returns[b], biased[a] > biased[b]
+    rows = []
+    for q in range(n_queries):
+        k = 2 if q < n - n_queries else 1
+        names = ["sys", "ann"][:k] if rng.random() < 0.5 else list(rng.choice(["ann", "bob"], k, replace=False))
+        rows += [(q, str(name), float(says[q] if name == "sys" else truth[q])) for name in names]
+    query = np.array([r[0] for r in rows])
+    annotators = np.array([r[1] for r in rows])
+    pairs = PreferencePairs(clips[a[query]], clips[b[query]], np.array([r[2] for r in rows], np.float32),
+                            np.array([f"q{q}" for q in query]))
+    true = {name: float(np.mean(pairs.targets[annotators == name] != truth[query][annotators == name]))
+            for name in ("ann", "bob", "sys")}
+    return pairs, annotators, true
+
+
+def test_a_reward_without_the_annotator_exposes_a_systematic_bias():
+    """A reward fit to everyone's labels learns part of a systematic annotator's bias from their
+    other labels, so the out-of-bag prior undercounts their errors; a reward fit without any of
+    their labels does not."""
+    pairs, annotators, true = systematic_labels(synthetic_clips(300, 2), 300, seed=1)
+    config = RewardTrainingConfig(seed=0, progress=False, max_epochs=60)
+    rates = {prior: train_reward_with_reliability(RewardEnsemble(D, A, NET), pairs, annotators, config,
+                                                  prior=prior).estimates[0].flip_rates()
+             for prior in ("out_of_bag", "without_annotator")}
+    assert true["sys"] > 0.2 and true["ann"] == true["bob"] == 0.0
+    assert rates["without_annotator"]["sys"] > rates["out_of_bag"]["sys"] + 0.05, (rates, true)
+    assert abs(rates["without_annotator"]["sys"] - true["sys"]) < abs(rates["out_of_bag"]["sys"] - true["sys"])
+    assert max(rates["without_annotator"]["ann"], rates["without_annotator"]["bob"]) < 0.12, rates
+    with pytest.raises(ValueError, match="prior"):
+        train_reward_with_reliability(RewardEnsemble(D, A, NET), pairs, annotators, config, prior="everyone")
+
+
 # --- fitting a dataset's labels -------------------------------------------------------------
 
 def test_fit_reward_weights_a_dataset_by_its_annotators(tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import scipy.stats
@@ -96,6 +97,10 @@ class AnnotatorReliabilityConfig:
     """Fitting each reward (each seed seeds its own)."""
     reliability: ReliabilityConfig = ReliabilityConfig()
     """Prior and stopping rule of the flip-rate estimate."""
+    prior: Literal["in_sample", "out_of_bag", "without_annotator"] = "without_annotator"
+    """Where the estimate's P(first better) of each query comes from (`train_reward_with_reliability`);
+    the uniform control pools everyone as one annotator, whom no other annotator's labels can
+    judge, so it always takes "out_of_bag"."""
     population_pairs: int = 20_000
     """Pairs, drawn like the queries, on which each annotator's true flip rate is measured."""
     out: Path = Path("runs/experiments/annotator_reliability")
@@ -219,7 +224,7 @@ def run_seed(config: AnnotatorReliabilityConfig, seed: int) -> dict:
     started = time.perf_counter()
     weighted = RewardEnsemble(*dims, config.reward_net)
     fit = train_reward_with_reliability(weighted, labelled.pairs, labelled.annotators, training,
-                                        rounds=config.rounds, reliability=config.reliability)
+                                        rounds=config.rounds, reliability=config.reliability, prior=config.prior)
     reliability_seconds = time.perf_counter() - started
     # The control: the same noise-aware fit with one flip rate for everyone (all labels pooled as
     # one annotator), so that a gain of telling annotators apart shows apart from a gain of a
