@@ -28,6 +28,12 @@ def cut_clips(
     return clips
 
 
+def consecutive_clips(trajectory_id: str, length: int, clip_length: int) -> list[Clip]:
+    """Consecutive, non-overlapping clips of a trajectory of `length` steps (none if it is
+    shorter than one clip): how recordings are cut for labelling."""
+    return [Clip(trajectory_id, start, clip_length) for start in range(0, length - clip_length + 1, clip_length)]
+
+
 @dataclass(frozen=True)
 class SegmentBatch:
     """N segments of equal length L, stacked.

@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from embodied_pref.data import Clip, Trajectory, check_id
+from embodied_pref.data import Trajectory, check_id
 from embodied_pref.data.video import VideoFrames
+from embodied_pref.segments import consecutive_clips
 from embodied_pref.store import PreferenceDataset
 
 KEY_ACTIONS: dict[str, str] = {
@@ -419,7 +420,6 @@ def import_recordings(
 
 def _cut_clips(dataset: PreferenceDataset, trajectory_id: str, clip_length: int) -> int:
     """Store consecutive, non-overlapping clips of a stored trajectory; return how many."""
-    length = dataset.trajectory_info(trajectory_id)["length"]
-    starts = range(0, length - clip_length + 1, clip_length)
-    dataset.add_clips(Clip(trajectory_id, start, clip_length) for start in starts)
-    return len(starts)
+    clips = consecutive_clips(trajectory_id, dataset.trajectory_info(trajectory_id)["length"], clip_length)
+    dataset.add_clips(clips)
+    return len(clips)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from embodied_pref.data import Clip, Label, Outcome, Query
 from embodied_pref.data.video import VideoFrames, write_video
 from embodied_pref.recordings.episode import RecordedEpisode, RobotDataError, to_trajectory
+from embodied_pref.segments import consecutive_clips
 from embodied_pref.store import PreferenceDataset
 
 
@@ -108,12 +109,6 @@ def import_episodes(episodes: Iterable[RecordedEpisode], dataset: PreferenceData
                 dataset.add_clips(own_clips)
                 clips += len(own_clips)
     return RecordingImportSummary(tuple(stored), tuple(already), clips, trajectory_of)
-
-
-def consecutive_clips(trajectory_id: str, length: int, clip_length: int) -> list[Clip]:
-    """Consecutive, non-overlapping clips of a trajectory of `length` steps (none if it is
-    shorter than one clip)."""
-    return [Clip(trajectory_id, start, clip_length) for start in range(0, length - clip_length + 1, clip_length)]
 
 
 def _camera(episode: RecordedEpisode, camera: str | None) -> str | None:

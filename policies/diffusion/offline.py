@@ -88,14 +88,13 @@ def train_offline_rwr(pretrained: DiffusionPolicy, episodes: Sequence[Trajectory
         noise = torch.randn(actions.shape, generator=generator).to(device)
         timesteps = torch.randint(0, policy.config.train_timesteps, (len(actions),), generator=generator).to(device)
         with trainer.autocast():
-            noisy = policy.noise_scheduler.add_noise(policy.normalizer.normalize("action", actions), noise, timesteps)
-            predicted = policy.unet(noisy, timesteps, policy.condition(obs))
+            predicted = policy.predicted_noise(policy.condition(obs), actions, noise, timesteps)
             errors = (predicted - noise).square().mean(dim=(1, 2))
             loss = (weights * errors).sum() / weights.sum()
             anchor = torch.zeros((), device=device)
             if config.anchor_weight > 0:
                 with torch.no_grad():
-                    target = reference.unet(noisy, timesteps, reference.condition(obs))
+                    target = reference.predicted_noise(reference.condition(obs), actions, noise, timesteps)
                 anchor = (predicted - target).square().mean()
                 loss = loss + config.anchor_weight * anchor
         trainer.update(loss)

@@ -55,16 +55,19 @@ class DiffusionPolicy(nn.Module):
             obs["state"] = self.normalizer.normalize("state", obs["state"].float())
         return self.obs_encoder(obs)
 
-    def noise_prediction_error(self, cond: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor,
-                               timesteps: torch.Tensor) -> torch.Tensor:
-        """‖ε − ε_θ(x_t, t | cond)‖² per sample, averaged over the chunk: (B,).
+    def predicted_noise(self, cond: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor,
+                        timesteps: torch.Tensor) -> torch.Tensor:
+        """ε_θ(x_t, t | cond) for the chunks noised by `noise` at `timesteps`: (B, H, Da).
 
         cond (B, C); actions (B, H, Da) in env units; noise (B, H, Da); timesteps (B,) long.
         """
         clean = self.normalizer.normalize("action", actions)
-        noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
-        predicted = self.unet(noisy, timesteps, cond)
-        return (predicted - noise).square().mean(dim=(1, 2))
+        return self.unet(self.noise_scheduler.add_noise(clean, noise, timesteps), timesteps, cond)
+
+    def noise_prediction_error(self, cond: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor,
+                               timesteps: torch.Tensor) -> torch.Tensor:
+        """‖ε − ε_θ(x_t, t | cond)‖² per sample, averaged over the chunk: (B,) (shapes as `predicted_noise`)."""
+        return (self.predicted_noise(cond, actions, noise, timesteps) - noise).square().mean(dim=(1, 2))
 
     def bc_loss(self, obs: Observation, actions: torch.Tensor, weights: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:

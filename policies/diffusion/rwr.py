@@ -90,16 +90,17 @@ def decision_weights(episodes: Sequence[Trajectory], decisions: Decisions, rewar
     else:
         scores = decisions.executed_sums(rewards, n_action_steps)
     if config.weighting == "top":
-        weights = (scores >= np.quantile(scores, 1 - config.top_fraction)).astype(np.float64)
-        weights = np.minimum(weights, config.max_weight * weights.mean())
-        return weights / weights.mean()
+        return _capped((scores >= np.quantile(scores, 1 - config.top_fraction)).astype(np.float64), config.max_weight)
     return exponentiated_weights(scores, config.temperature, config.max_weight)
 
 
 def exponentiated_weights(scores: np.ndarray, temperature: float, max_weight: float) -> np.ndarray:
     """exp((s − max s) / (τ · std s)) per score, capped at `max_weight` times their mean, then
     scaled to mean 1."""
-    weights = np.exp((scores - scores.max()) / (temperature * (scores.std() + 1e-8)))
+    return _capped(np.exp((scores - scores.max()) / (temperature * (scores.std() + 1e-8))), max_weight)
+
+
+def _capped(weights: np.ndarray, max_weight: float) -> np.ndarray:
     weights = np.minimum(weights, max_weight * weights.mean())
     return weights / weights.mean()
 
