@@ -8,8 +8,11 @@ An export directory holds:
                              (or why it was skipped) and the SHA-256 of every file
     encoder.pt/.onnx         observations -> conditioning (B, C), state normalization inside:
                              state (B, To, Ds) float32, camera (B, To, H, W, 3) uint8
-    denoiser.pt/.onnx        (sample x_t (B, H, Da) float32, timestep t (B,) int64,
-                             cond (B, C) float32) -> predicted noise (B, H, Da)
+    film.pt/.onnx            (timestep t (B,) int64, cond (B, C) float32) -> every UNet
+                             block's FiLM scale and shift (B, F): one call for all the steps
+                             of a chunk, since it does not depend on the noisy sample
+    denoiser.pt/.onnx        (sample x_t (B, H, Da) float32, film (B, F) float32) -> predicted
+                             noise (B, H, Da)
     policy/                  the PyTorch policy (`DiffusionPolicy.save`), for the eager backend
 
 A format that fails to export, or whose networks differ from PyTorch's by more than
@@ -34,20 +37,24 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
 from policies.diffusion.configuration import DiffusionPolicyConfig
+from policies.diffusion.modeling import ConditionalUnet1D
 from policies.diffusion.policy import DiffusionPolicy
 
 DEPLOY_FORMAT = "embodied-pref deployed diffusion policy"
-DEPLOY_VERSION = 1
+DEPLOY_VERSION = 2
 DEPLOY_FILE = "deploy.json"
 POLICY_DIR = "policy"
 """Subdirectory holding the policy as `DiffusionPolicy.save` writes it."""
-FORMAT_FILES = {"torchscript": ("encoder.pt", "denoiser.pt"), "onnx": ("encoder.onnx", "denoiser.onnx")}
-"""Files of each format: (encoder, denoiser)."""
-DENOISER_INPUTS = ("sample", "timestep", "cond")
+FORMAT_FILES = {"torchscript": ("encoder.pt", "film.pt", "denoiser.pt"),
+                "onnx": ("encoder.onnx", "film.onnx", "denoiser.onnx")}
+"""Files of each format: (encoder, FiLM network, denoiser)."""
+FILM_INPUTS = ("timestep", "cond")
+DENOISER_INPUTS = ("sample", "film")
 ONNX_OPSET = 18
 """Opset of the torch.export-based exporter (its conversion down to 17 has no Mish)."""
 LEGACY_ONNX_OPSET = 17
@@ -137,9 +144,10 @@ def sha256(path: Path) -> str:
 
 
 def _network_inputs(policy: DiffusionPolicy, inputs: Mapping[str, dict], batch: int, seed: int
-                    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-    """Random (encoder inputs, denoiser inputs) of batch size `batch`; states drawn around the
-    normalizer's statistics, so that normalized states are of order one as in use."""
+                    ) -> tuple[tuple[torch.Tensor, ...], ...]:
+    """Random (encoder inputs, FiLM network inputs, denoiser inputs) of batch size `batch`;
+    states drawn around the normalizer's statistics, so that normalized states are of order
+    one as in use."""
     config, generator = policy.config, torch.Generator().manual_seed(seed)
     observations = []
     for name, spec in inputs.items():
@@ -149,11 +157,12 @@ def _network_inputs(policy: DiffusionPolicy, inputs: Mapping[str, dict], batch: 
             observations.append(policy.normalizer.unnormalize("state", normalized))
         else:
             observations.append(torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8))
+    timestep = torch.randint(0, config.train_timesteps, (batch,), generator=generator)
     with torch.no_grad():
         cond = policy.condition(dict(zip(inputs, observations)))
+        film = policy.unet.film(timestep, cond)
     sample = torch.randn(batch, config.horizon, config.action_dim, generator=generator)
-    timestep = torch.randint(0, config.train_timesteps, (batch,), generator=generator)
-    return tuple(observations), (sample, timestep, cond)
+    return tuple(observations), (timestep, cond), (sample, film)
 
 
 def _max_error(found: np.ndarray | torch.Tensor, expected: torch.Tensor) -> float:
@@ -200,15 +209,67 @@ def _export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], check: tu
     return {"exporter": exporter, "max_abs_error": error}
 
 
-class _PositionalDenoiser(nn.Module):
-    """The UNet with its inputs as one positional tuple, the signature both exporters see."""
+class PlanarConvolution(nn.Module):
+    """A `Conv1d` or `ConvTranspose1d` computed as its 2-D counterpart with a 1 × k kernel on
+    (B, C, 1, L): the same numbers, but onnxruntime's CPU provider runs 2-D convolutions in its
+    blocked (NCHWc) layout, which makes the UNet's denoiser call ~1.3× faster at batch 1."""
 
-    def __init__(self, unet: nn.Module) -> None:
+    def __init__(self, conv: nn.Conv1d | nn.ConvTranspose1d) -> None:
         super().__init__()
-        self.unet = unet
+        self.transposed = isinstance(conv, nn.ConvTranspose1d)
+        self.weight = nn.Parameter(conv.weight.detach()[:, :, None].clone())
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
+        self.stride, self.padding, self.dilation = (1, conv.stride[0]), (0, conv.padding[0]), (1, conv.dilation[0])
+        self.output_padding = (0, conv.output_padding[0])
+        self.groups = conv.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(2)
+        if self.transposed:
+            y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                   self.groups, self.dilation)
+        else:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return y.squeeze(2)
+
+
+def with_planar_convolutions(module: nn.Module) -> nn.Module:
+    """A copy of `module` with every zero-padded 1-D (transposed) convolution a `PlanarConvolution`."""
+    module = copy.deepcopy(module)
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, (nn.Conv1d, nn.ConvTranspose1d)) and child.padding_mode == "zeros":
+                setattr(parent, name, PlanarConvolution(child))
+    return module
+
+
+class _PositionalFilm(nn.Module):
+    """`ConditionalUnet1D.film` with its inputs as one positional tuple, the signature both
+    exporters see. It holds only what `film` reads (the step encoder, the FiLM layers) and runs
+    that method on itself, so that the traced network carries no convolution weights."""
+
+    def __init__(self, unet: ConditionalUnet1D) -> None:
+        super().__init__()
+        self.step_encoder = unet.step_encoder
+        self.layers = nn.ModuleList(unet.film_layers())
+
+    def film_layers(self) -> list[nn.Module]:
+        return list(self.layers)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.unet(*inputs)
+        return ConditionalUnet1D.film(self, *inputs)
+
+
+class _PositionalDenoiser(nn.Module):
+    """`ConditionalUnet1D.denoise` with its inputs as one positional tuple; its 1-D
+    convolutions planar (`PlanarConvolution`)."""
+
+    def __init__(self, unet: ConditionalUnet1D) -> None:
+        super().__init__()
+        self.unet = with_planar_convolutions(unet)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.unet.denoise(*inputs)
 
 
 EXPORTERS: dict[str, Callable[..., dict]] = {"torchscript": _export_torchscript, "onnx": _export_onnx}
@@ -224,6 +285,7 @@ def _export_format(name: str, policy: DiffusionPolicy, inputs: Mapping[str, dict
     example = _network_inputs(policy, inputs, EXAMPLE_BATCH, seed=0)
     check = _network_inputs(policy, inputs, CHECK_BATCH, seed=1)
     networks = ((ObservationConditioner(policy, inputs), list(inputs)),
+                (_PositionalFilm(policy.unet), list(FILM_INPUTS)),
                 (_PositionalDenoiser(policy.unet), list(DENOISER_INPUTS)))
     facts = {}
     for file, (module, input_names), example_inputs, check_inputs in zip(FORMAT_FILES[name], networks, example, check):

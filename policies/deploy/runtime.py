@@ -1,10 +1,10 @@
 """The deployed policy on the robot: loads an export (`policies.deploy.export`), keeps the last
 To observations and returns one action per control step, sampling a new action chunk every Ta
-steps by DDIM (eta = 0) in numpy around the exported encoder and denoiser.
+steps by DDIM (eta = 0) in numpy around the exported networks: the encoder once per chunk, the
+FiLM network once per chunk for all its steps, the denoiser once per step.
 
-Backends: "onnxruntime" (encoder.onnx, denoiser.onnx), "torchscript" (encoder.pt,
-denoiser.pt) and "eager" (the PyTorch policy saved in the export, for comparisons); all three
-run the same sampler. Observations: {"state": (Ds,) float, camera: (H, W, 3) uint8} per step.
+Backends: "onnxruntime" (*.onnx), "torchscript" (*.pt) and "eager" (the PyTorch policy saved in
+the export, for comparisons); all three run the same sampler. Observations: {"state": (Ds,) float, camera: (H, W, 3) uint8} per step.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Callable, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
-from policies.deploy.export import (DENOISER_INPUTS, DEPLOY_FILE, DEPLOY_FORMAT, DEPLOY_VERSION, FORMAT_FILES,
-                                    POLICY_DIR, ObservationConditioner, import_onnxruntime, sha256)
+from policies.deploy.export import (DENOISER_INPUTS, DEPLOY_FILE, DEPLOY_FORMAT, DEPLOY_VERSION, FILM_INPUTS,
+                                    FORMAT_FILES, POLICY_DIR, ObservationConditioner, import_onnxruntime, sha256)
 from policies.diffusion.configuration import CameraConfig, DiffusionPolicyConfig
 from policies.diffusion.policy import DiffusionPolicy
 from policies.diffusion.runner import observation_history
@@ -32,47 +32,58 @@ BACKEND_FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript"}
 
 
 class Networks(Protocol):
-    """The two networks of a policy, on numpy arrays."""
+    """The three networks of a policy, on numpy arrays."""
 
     def condition(self, observations: Sequence[np.ndarray]) -> np.ndarray:
         """Inputs in deploy.json's "inputs" order, each (B, To, ...) -> cond (B, C) float32."""
 
-    def denoise(self, sample: np.ndarray, timestep: np.ndarray, cond: np.ndarray) -> np.ndarray:
-        """x_t (B, H, Da) float32, t (B,) int64, cond (B, C) -> predicted noise (B, H, Da)."""
+    def film(self, timestep: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        """t (B,) int64, cond (B, C) float32 -> FiLM parameters (B, F) float32."""
+
+    def denoise(self, sample: np.ndarray, film: np.ndarray) -> np.ndarray:
+        """x_t (B, H, Da) float32, film (B, F) -> predicted noise (B, H, Da)."""
 
 
 class OnnxNetworks:
-    """encoder.onnx and denoiser.onnx in onnxruntime sessions on the CPU."""
+    """The ONNX networks in onnxruntime sessions on the CPU."""
 
-    def __init__(self, encoder: Path, denoiser: Path, input_names: Sequence[str], threads: int | None) -> None:
+    def __init__(self, files: Sequence[Path], input_names: Sequence[str], threads: int | None) -> None:
         onnxruntime = import_onnxruntime()
         options = onnxruntime.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.encoder, self.denoiser = (_loaded(path, lambda p: onnxruntime.InferenceSession(
-            str(p), options, providers=["CPUExecutionProvider"])) for path in (encoder, denoiser))
+        self.encoder, self.film_network, self.denoiser = (_loaded(path, lambda p: onnxruntime.InferenceSession(
+            str(p), options, providers=["CPUExecutionProvider"])) for path in files)
         self.input_names = tuple(input_names)
 
     def condition(self, observations: Sequence[np.ndarray]) -> np.ndarray:
         return self.encoder.run(None, dict(zip(self.input_names, observations)))[0]
 
-    def denoise(self, sample: np.ndarray, timestep: np.ndarray, cond: np.ndarray) -> np.ndarray:
-        return self.denoiser.run(None, dict(zip(DENOISER_INPUTS, (sample, timestep, cond))))[0]
+    def film(self, timestep: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        return self.film_network.run(None, dict(zip(FILM_INPUTS, (timestep, cond))))[0]
+
+    def denoise(self, sample: np.ndarray, film: np.ndarray) -> np.ndarray:
+        return self.denoiser.run(None, dict(zip(DENOISER_INPUTS, (sample, film))))[0]
 
 
 class TorchNetworks:
     """TorchScript modules, or the PyTorch policy's own networks, on the CPU."""
 
-    def __init__(self, encoder: Callable[..., torch.Tensor], denoiser: Callable[..., torch.Tensor]) -> None:
-        self.encoder, self.denoiser = encoder, denoiser
+    def __init__(self, encoder: Callable[..., torch.Tensor], film: Callable[..., torch.Tensor],
+                 denoiser: Callable[..., torch.Tensor]) -> None:
+        self.encoder, self.film_network, self.denoiser = encoder, film, denoiser
 
     @torch.inference_mode()
     def condition(self, observations: Sequence[np.ndarray]) -> np.ndarray:
         return self.encoder(*(torch.from_numpy(x) for x in observations)).numpy()
 
     @torch.inference_mode()
-    def denoise(self, sample: np.ndarray, timestep: np.ndarray, cond: np.ndarray) -> np.ndarray:
-        return self.denoiser(torch.from_numpy(sample), torch.from_numpy(timestep), torch.from_numpy(cond)).numpy()
+    def film(self, timestep: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        return self.film_network(torch.from_numpy(timestep), torch.from_numpy(cond)).numpy()
+
+    @torch.inference_mode()
+    def denoise(self, sample: np.ndarray, film: np.ndarray) -> np.ndarray:
+        return self.denoiser(torch.from_numpy(sample), torch.from_numpy(film)).numpy()
 
 
 def _loaded(path: Path, load: Callable[[Path], object]):
@@ -111,11 +122,12 @@ class DDIMSampler:
         return cls(timesteps.astype(np.int64), alphas[timesteps], alpha_prev.astype(np.float32),
                    float(schedule["clip_sample_range"]) if schedule["clip_sample"] else None)
 
-    def sample(self, x: np.ndarray, predict_noise: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-        """x_T (B, H, Da) float32 -> x_0; `predict_noise(x_t, t (B,))` -> ε (B, H, Da)."""
+    def sample(self, x: np.ndarray, predict_noise: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
+        """x_T (B, H, Da) float32 -> x_0; `predict_noise(x_t, k)` -> ε (B, H, Da) at step
+        `timesteps[k]`."""
         one = np.float32(1)
-        for t, alpha, alpha_prev in zip(self.timesteps, self.alpha, self.alpha_prev):
-            eps = predict_noise(x, np.full(len(x), t, np.int64))
+        for k, (alpha, alpha_prev) in enumerate(zip(self.alpha, self.alpha_prev)):
+            eps = predict_noise(x, k)
             clean = (x - (one - alpha) ** 0.5 * eps) / alpha ** 0.5
             if self.clip_range is not None:
                 clean = np.clip(clean, -self.clip_range, self.clip_range)
@@ -175,7 +187,7 @@ def load_networks(directory: Path, header: Mapping, backend: str, threads: int |
             if name.startswith(f"{POLICY_DIR}/"):
                 verified_file(directory, header, name)
         policy = DiffusionPolicy.load(directory / POLICY_DIR).eval()
-        return TorchNetworks(ObservationConditioner(policy, input_names), policy.unet)
+        return TorchNetworks(ObservationConditioner(policy, input_names), policy.unet.film, policy.unet.denoise)
     format_name = BACKEND_FORMATS[backend]
     written = header["formats"].get(format_name)
     if written is None:
@@ -184,11 +196,10 @@ def load_networks(directory: Path, header: Mapping, backend: str, threads: int |
     if "skipped" in written:
         raise ValueError(f"{directory / DEPLOY_FILE}: field 'formats': {format_name!r} was skipped at export "
                          f"({written['skipped']}); backend {backend!r} needs it")
-    encoder, denoiser = (verified_file(directory, header, name) for name in FORMAT_FILES[format_name])
+    files = [verified_file(directory, header, name) for name in FORMAT_FILES[format_name]]
     if backend == "onnxruntime":
-        return OnnxNetworks(encoder, denoiser, input_names, threads)
-    return TorchNetworks(*(_loaded(path, lambda p: torch.jit.load(str(p), map_location="cpu"))
-                           for path in (encoder, denoiser)))
+        return OnnxNetworks(files, input_names, threads)
+    return TorchNetworks(*(_loaded(path, lambda p: torch.jit.load(str(p), map_location="cpu")) for path in files))
 
 
 def checked_input(spec: Mapping, value: object, leading: tuple[int, ...], where: str) -> np.ndarray:
@@ -292,8 +303,9 @@ class DeployedPolicy:
         elif np.shape(noise) != shape:
             raise ValueError(f"noise: expected shape {shape}, found {np.shape(noise)}")
         cond = self.networks.condition([history[name][None] for name in self.inputs])
+        films = self.networks.film(self.sampler.timesteps, np.repeat(cond, len(self.sampler.timesteps), axis=0))
         x = (np.float32(config.noise_scale) * np.asarray(noise, np.float32))[None]
-        x = self.sampler.sample(x, lambda sample, t: self.networks.denoise(sample, t, cond))
+        x = self.sampler.sample(x, lambda sample, k: self.networks.denoise(sample, films[k:k + 1]))
         chunk = x[0] * self.action_scale + self.action_offset
         self.last_sample_s = time.perf_counter() - start
         if self.latency_budget_s is not None and self.last_sample_s > self.latency_budget_s and not self._over_budget_warned:

@@ -50,9 +50,9 @@ class FiLMResidualBlock(nn.Module):
         self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * c_out))
         self.residual = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """x (B, C_in, T), cond (B, cond_dim) -> (B, C_out, T)."""
-        scale, shift = self.film(cond)[:, :, None].chunk(2, dim=1)
+    def forward(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+        """x (B, C_in, T), film = self.film(cond) (B, 2 C_out) -> (B, C_out, T)."""
+        scale, shift = film[:, :, None].chunk(2, dim=1)
         out = self.second(self.first(x) * scale + shift)
         return out + self.residual(x)
 
@@ -60,8 +60,10 @@ class FiLMResidualBlock(nn.Module):
 class ConditionalUnet1D(nn.Module):
     """Predicts the noise in a noisy action chunk.
 
-    forward(sample (B, H, Da), timestep (B,), global_cond (B, C)) -> (B, H, Da).
-    The chunk length H must be divisible by 2 ** (len(down_dims) - 1).
+    forward(sample (B, H, Da), timestep (B,), global_cond (B, C)) -> (B, H, Da), in two parts:
+    `film(timestep, global_cond)`, every residual block's FiLM scale and shift, which does not
+    depend on the sample (a sampler can compute it for all its steps at once), and
+    `denoise(sample, film)`. The chunk length H must be divisible by 2 ** (len(down_dims) - 1).
     """
 
     def __init__(self, action_dim: int, global_cond_dim: int, down_dims: tuple[int, ...],
@@ -99,19 +101,38 @@ class ConditionalUnet1D(nn.Module):
         self.downsampling = 2 ** (len(down_dims) - 1)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, global_cond: torch.Tensor) -> torch.Tensor:
+        return self.denoise(sample, self.film(timestep.expand(sample.shape[0]), global_cond))
+
+    def film_blocks(self) -> list[FiLMResidualBlock]:
+        """The residual blocks in the order `denoise` runs them."""
+        return [block for level in (*self.down, self.mid, *self.up) for block in level
+                if isinstance(block, FiLMResidualBlock)]
+
+    def film_layers(self) -> list[nn.Module]:
+        """Each residual block's FiLM layer (cond -> scale and shift), in `film_blocks` order."""
+        return [block.film for block in self.film_blocks()]
+
+    def film(self, timestep: torch.Tensor, global_cond: torch.Tensor) -> torch.Tensor:
+        """timestep (B,), global_cond (B, C) -> every block's FiLM parameters, concatenated (B, F).
+        Reads only `step_encoder` and `film_layers()`."""
+        cond = torch.cat([self.step_encoder(timestep), global_cond], dim=-1)
+        return torch.cat([layer(cond) for layer in self.film_layers()], dim=-1)
+
+    def denoise(self, sample: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+        """sample (B, H, Da), film = self.film(...) (B, F) -> predicted noise (B, H, Da)."""
         if sample.shape[1] % self.downsampling:
             raise ValueError(f"sample: chunk length {sample.shape[1]} is not divisible by {self.downsampling}")
-        cond = torch.cat([self.step_encoder(timestep.expand(sample.shape[0])), global_cond], dim=-1)
+        films = iter(film.split([layer[-1].out_features for layer in self.film_layers()], dim=-1))
         x = sample.transpose(1, 2)
         skips = []
         for first, second, downsample in self.down:
-            x = second(first(x, cond), cond)
+            x = second(first(x, next(films)), next(films))
             skips.append(x)
             x = downsample(x)
         for block in self.mid:
-            x = block(x, cond)
+            x = block(x, next(films))
         for first, second, upsample in self.up:
-            x = second(first(torch.cat([x, skips.pop()], dim=1), cond), cond)
+            x = second(first(torch.cat([x, skips.pop()], dim=1), next(films)), next(films))
             x = upsample(x)
         return self.final(x).transpose(1, 2)
 

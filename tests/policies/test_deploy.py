@@ -24,7 +24,7 @@ CONFIG = DiffusionPolicyConfig(state_dim=4, action_dim=2, horizon=8, n_obs_steps
                                inference_steps=10)
 ATOL = 1e-4
 """Largest abs action difference (env units, actions within ±2) between an export and PyTorch."""
-EXPORT_FILES = {DEPLOY_FILE, "encoder.pt", "denoiser.pt", "encoder.onnx", "denoiser.onnx",
+EXPORT_FILES = {DEPLOY_FILE, "encoder.pt", "film.pt", "denoiser.pt", "encoder.onnx", "film.onnx", "denoiser.onnx",
                 "policy/config.json", "policy/model.safetensors"}
 
 
@@ -92,6 +92,18 @@ def test_camera_policy_exports_with_its_backbone_and_matches_pytorch(tmp_path):
         DeployedPolicy.load(exported, "onnxruntime").sample_chunk({**history, "wrist": history["wrist"][:, :32, :32]})
 
 
+def test_planar_convolutions_compute_the_unets_noise_without_any_1d_convolution(policy):
+    planar = export_module.with_planar_convolutions(policy.unet)
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(3, CONFIG.horizon, CONFIG.action_dim, generator=generator)
+    timestep, cond = torch.tensor([0, 40, 99]), torch.randn(3, policy.obs_encoder.output_dim, generator=generator)
+    with torch.no_grad():
+        expected, found = policy.unet(sample, timestep, cond), planar.denoise(sample, policy.unet.film(timestep, cond))
+    torch.testing.assert_close(found, expected, atol=1e-5, rtol=0)
+    assert not any(isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)) for m in planar.modules())
+    assert any(isinstance(m, torch.nn.ConvTranspose1d) for m in policy.unet.modules())  # the original is untouched
+
+
 def test_export_directory_is_complete_and_records_what_the_sampler_needs(policy, exported):
     files = {p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file()}
     assert files == EXPORT_FILES
@@ -111,6 +123,7 @@ def test_export_directory_is_complete_and_records_what_the_sampler_needs(policy,
     ("onnxruntime", "denoiser.onnx", "delete", FileNotFoundError),
     ("onnxruntime", "encoder.onnx", "corrupt", ValueError),
     ("torchscript", "encoder.pt", "corrupt", ValueError),
+    ("torchscript", "film.pt", "delete", FileNotFoundError),
     ("eager", "policy/model.safetensors", "delete", FileNotFoundError),
     ("onnxruntime", DEPLOY_FILE, "corrupt", ValueError),
 ])
