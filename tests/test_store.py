@@ -902,6 +902,34 @@ def test_episodes_of_one_recording_share_one_stored_copy(tmp_path, recording):
         ds.verify()
 
 
+def test_a_batch_of_trajectories_lands_together_or_not_at_all(tmp_path, recording):
+    first, second = (video_trajectory(VideoFrames(recording, indices=np.arange(start, start + 21)), seed=start)
+                     for start in (0, 25))
+    plain = make_trajectory(3, frames=False)
+    with PreferenceDataset.create(tmp_path / "ds") as ds:
+        stored = make_trajectory(4)
+        ds.add_trajectory(stored)
+        good = [(plain, [Clip(plain.id, 0, 12)]), (first, [Clip(first.id, 0, 10)]),
+                (second, [Clip(second.id, 10, 10)])]
+        too_long = [*good[:2], (second, [Clip(second.id, 15, 10)])]
+        with pytest.raises(DatasetError, match=r"field 'length'.*\[15, 25\).*20 steps"):
+            ds.add_trajectories(too_long)
+        with pytest.raises(DatasetError, match="field 'id'.*appears twice"):
+            ds.add_trajectories([good[0], good[0]])
+        with pytest.raises(DatasetError, match=f"field 'id'.*{stored.id}.*already stored"):
+            ds.add_trajectories([*good, (stored, [])])
+        assert ds.trajectory_ids() == [stored.id] and ds.clips() == []
+        assert [p.name for p in (ds.path / "trajectories").iterdir()] == [f"{stored.id}.npz"]
+        assert list((ds.path / "videos").iterdir()) == []
+        assert ds.add_trajectories(good) == [plain.id, first.id, second.id]
+        assert [(c.trajectory_id, c.start) for c in ds.clips()] == [(plain.id, 0), (first.id, 0), (second.id, 10)]
+        # the two episodes of one recording, staged in one batch, share one copy
+        assert ds.trajectory_info(first.id)["video_file"] == ds.trajectory_info(second.id)["video_file"]
+        assert len(list((ds.path / "videos").iterdir())) == 1
+        np.testing.assert_array_equal(np.asarray(ds.trajectory(second.id).frames), decode_file(recording)[25:46])
+        ds.verify()
+
+
 def test_stored_video_altered_afterwards_is_detected(tmp_path, recording):
     traj, other = video_trajectory(VideoFrames(recording)), make_trajectory(1)
     clip = Clip(traj.id, 30, 5)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from embodied_pref.data import Clip, Label, Outcome, Query
+from embodied_pref.data import Clip, Label, Outcome, Query, Trajectory
 from embodied_pref.data.video import VideoFrames, write_video
 from embodied_pref.recordings.episode import RecordedEpisode, RobotDataError, to_trajectory
 from embodied_pref.segments import consecutive_clips
@@ -44,6 +44,9 @@ class RecordingImportConfig:
     """Embodiment recorded with every trajectory (e.g. the robot's name)."""
     max_episodes: int | None = None
     """Import at most this many episodes (None: all)."""
+    batch_episodes: int = 32
+    """Episodes stored per transaction (one commit for the lot); an interrupted import loses
+    at most the batch in flight, which the next run stores."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -52,6 +55,8 @@ class RecordingImportConfig:
             raise ValueError(f"clip_length: expected >= 1, found {self.clip_length}")
         if self.max_episodes is not None and self.max_episodes < 0:
             raise ValueError(f"max_episodes: expected >= 0 or None, found {self.max_episodes}")
+        if self.batch_episodes < 1:
+            raise ValueError(f"batch_episodes: expected >= 1, found {self.batch_episodes}")
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,25 @@ def episode_trajectory_id(source_format: str, episode: RecordedEpisode) -> str:
 
 def import_episodes(episodes: Iterable[RecordedEpisode], dataset: PreferenceDataset, source_format: str,
                     config: RecordingImportConfig = RecordingImportConfig()) -> RecordingImportSummary:
-    """Store each episode as a trajectory cut into clips, one episode at a time (memory does
-    not grow with the number of episodes); episodes stored before are left as they are."""
+    """Store each episode as a trajectory cut into clips, `config.batch_episodes` episodes per
+    transaction (memory does not grow with the number of episodes); episodes stored before are
+    left as they are."""
     stored_before = set(dataset.trajectory_ids())
     with_clips = {clip.trajectory_id for clip in dataset.clips()}
     stored, already, trajectory_of, clips = [], [], {}, 0
+    pending: list[tuple[Trajectory, list[Clip]]] = []
+    encoded: list[Path] = []
+    """Frames encoded to scratch mp4s for the pending batch, removed once the dataset holds copies."""
+
+    def store_pending() -> None:
+        nonlocal clips
+        stored.extend(dataset.add_trajectories(pending))
+        clips += sum(len(own_clips) for _, own_clips in pending)
+        pending.clear()
+        for path in encoded:
+            path.unlink()
+        encoded.clear()
+
     bar = tqdm(episodes, desc=f"{source_format or 'recording'} episodes", unit="episode", disable=not config.progress)
     with tempfile.TemporaryDirectory(prefix=".import-", dir=dataset.path) as scratch:
         for count, episode in enumerate(bar):
@@ -90,17 +109,13 @@ def import_episodes(episodes: Iterable[RecordedEpisode], dataset: PreferenceData
             trajectory_of[episode.name] = trajectory_id
             if trajectory_id not in stored_before:
                 camera = _camera(episode, config.camera)
-                encoded = None
                 if camera is not None and config.encode_frames and not isinstance(episode.cameras[camera], VideoFrames):
-                    encoded = Path(scratch) / f"{trajectory_id}.mp4"
-                    episode = _video_backed(episode, camera, encoded, config.lossless)
+                    encoded.append(Path(scratch) / f"{trajectory_id}.mp4")
+                    episode = _video_backed(episode, camera, encoded[-1], config.lossless)
                 trajectory = to_trajectory(episode, camera, source_format, trajectory_id, config.embodiment)
-                own_clips = consecutive_clips(trajectory_id, trajectory.length, config.clip_length)
-                dataset.add_trajectory(trajectory, own_clips)
-                if encoded is not None:  # the dataset holds its own copy now
-                    encoded.unlink()
-                stored.append(trajectory_id)
-                clips += len(own_clips)
+                pending.append((trajectory, consecutive_clips(trajectory_id, trajectory.length, config.clip_length)))
+                if len(pending) == config.batch_episodes:
+                    store_pending()
                 continue
             already.append(trajectory_id)
             if trajectory_id not in with_clips:  # stored without clips (by another command, or too short)
@@ -108,6 +123,7 @@ def import_episodes(episodes: Iterable[RecordedEpisode], dataset: PreferenceData
                 own_clips = consecutive_clips(trajectory_id, length, config.clip_length)
                 dataset.add_clips(own_clips)
                 clips += len(own_clips)
+        store_pending()
     return RecordingImportSummary(tuple(stored), tuple(already), clips, trajectory_of)
 
 

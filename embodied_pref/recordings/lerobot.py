@@ -301,8 +301,10 @@ def _episodes(info: LeRobotInfo, entries: list[_EpisodeEntry], state_key: str | 
         if entry.data_path != data_path:
             data_path, table = entry.data_path, _read_columns(entry.data_path, columns)
             owners = table.column("episode_index").to_numpy()
-        yield _episode(info, entry, table.take(pa.array(np.flatnonzero(owners == entry.index))), state_key,
-                       action_key, cameras)
+        rows = np.flatnonzero(owners == entry.index)
+        contiguous = rows.size and rows[-1] - rows[0] + 1 == rows.size
+        own = table.slice(rows[0], rows.size) if contiguous else table.take(pa.array(rows))
+        yield _episode(info, entry, own, state_key, action_key, cameras)
 
 
 def _episode(info: LeRobotInfo, entry: _EpisodeEntry, table: pa.Table, state_key: str | None,

@@ -12,8 +12,8 @@ videos/<sha256>.mp4     a video-backed trajectory's recording, copied byte for b
                         theirs videos/<id>.mp4; the index row names the file either way)
 ```
 
-Files are written to a hidden temporary name and fsynced; ``StagedFiles.place`` renames them
-into place (fsyncing their directory) inside the transaction that inserts the index row.
+Files are written to a hidden temporary name; ``place`` fsyncs them (together), renames them
+into place and fsyncs each directory once, inside the transaction that inserts the index rows.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import io
 import os
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from embodied_pref.data import Trajectory
 from embodied_pref.data.video import VideoError, VideoFrames, frame_count
-from embodied_pref.durable import fsync_dir, temp_path
+from embodied_pref.durable import fsync_dir, fsync_files, temp_path
 from embodied_pref.store.errors import DatasetError
 
 TRAJECTORY_DIR = "trajectories"
@@ -46,13 +47,6 @@ class StagedFiles:
     """The index row's file columns: file, sha256, video_file, video_sha256, video_bytes."""
     placed: list[Path] = dataclasses.field(default_factory=list)
 
-    def place(self) -> None:
-        """Rename every file into place, each directory fsynced."""
-        for tmp, final in self.moves:
-            os.replace(tmp, final)
-            self.placed.append(final)
-            fsync_dir(final.parent)
-
     def discard(self) -> None:
         """Remove what was written (the trajectory's id was free, so these files are ours)."""
         for tmp, _ in self.moves:
@@ -61,9 +55,24 @@ class StagedFiles:
             final.unlink(missing_ok=True)
 
 
-def stage_trajectory(root: Path, trajectory: Trajectory) -> StagedFiles:
+def place(batch: list[StagedFiles]) -> None:
+    """Make every file of `batch` durable, rename it into place, then fsync each directory
+    the files went to, once."""
+    fsync_files([tmp for staged in batch for tmp, _ in staged.moves])
+    directories: dict[Path, None] = {}
+    for staged in batch:
+        for tmp, final in staged.moves:
+            os.replace(tmp, final)
+            staged.placed.append(final)
+            directories[final.parent] = None
+    for directory in directories:
+        fsync_dir(directory)
+
+
+def stage_trajectory(root: Path, trajectory: Trajectory, staging: AbstractSet[Path] = frozenset()) -> StagedFiles:
     """Write the npz (and copy the mp4 of a ``VideoFrames``, after checking that it holds every
-    frame the trajectory shows) under temporary names in ``root``."""
+    frame the trajectory shows) under temporary names in ``root``. ``staging``: final paths
+    that files staged earlier in the same batch will take (an mp4 there is not copied again)."""
     tid = trajectory.id
     frames = trajectory.frames
     arrays = {"observations": trajectory.observations, "actions": trajectory.actions}
@@ -84,13 +93,14 @@ def stage_trajectory(root: Path, trajectory: Trajectory) -> StagedFiles:
         npz_final = root / relative
         npz_tmp = temp_path(npz_final)
         staged.moves.append((npz_tmp, npz_final))
-        with open(npz_tmp, "xb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        staged.row["sha256"] = hashlib.sha256(npz_tmp.read_bytes()).hexdigest()
+        npz = io.BytesIO()
+        # raw frames compress well; states and actions (video-backed or frameless) hardly
+        (np.savez_compressed if "frames" in arrays else np.savez)(npz, **arrays)
+        with open(npz_tmp, "xb") as f:  # fsynced by `place`
+            f.write(npz.getbuffer())
+        staged.row["sha256"] = hashlib.sha256(npz.getbuffer()).hexdigest()
         if video is not None:
-            staged.row.update(_stage_video(root, video.path, staged))
+            staged.row.update(_stage_video(root, video.path, staged, staging))
     except BaseException:
         staged.discard()
         raise
@@ -102,9 +112,9 @@ _COPIED: dict[tuple[str, int, int], tuple[Path, str]] = {}
 in, so that the next episode of the same file neither copies nor hashes it again."""
 
 
-def _stage_video(root: Path, source: Path, staged: StagedFiles) -> dict[str, Any]:
+def _stage_video(root: Path, source: Path, staged: StagedFiles, staging: AbstractSet[Path]) -> dict[str, Any]:
     """The index row's video columns for frames from `source`: its copy videos/<sha256>.mp4,
-    staged in `staged` unless the dataset holds it already."""
+    staged in `staged` unless the dataset holds it already or `staging` has it on its way."""
     folder = root / VIDEO_DIR
     folder.mkdir(exist_ok=True)
     try:
@@ -115,7 +125,7 @@ def _stage_video(root: Path, source: Path, staged: StagedFiles) -> dict[str, Any
     known = _COPIED.get(key)
     if known is not None and known[0] == root.resolve():
         final = folder / f"{known[1]}.mp4"
-        if final.is_file() and final.stat().st_size == status.st_size:
+        if final in staging or (final.is_file() and final.stat().st_size == status.st_size):
             return {"video_file": f"{VIDEO_DIR}/{final.name}", "video_sha256": known[1],
                     "video_bytes": status.st_size}
     tmp = temp_path(folder / "incoming.mp4", ".mp4")
@@ -272,7 +282,8 @@ def check_video_frames(video: VideoFrames, trajectory_id: str) -> None:
 
 
 def copy_hashed(source: Path, target: Path) -> tuple[str, int]:
-    """Copy ``source`` to the new file ``target`` (fsynced) and return its sha256 and size."""
+    """Copy ``source`` to the new file ``target`` (not fsynced: `place` does) and return its
+    sha256 and size."""
     digest = hashlib.sha256()
     size = 0
     try:
@@ -281,8 +292,6 @@ def copy_hashed(source: Path, target: Path) -> tuple[str, int]:
                 digest.update(chunk)
                 dst.write(chunk)
                 size += len(chunk)
-            dst.flush()
-            os.fsync(dst.fileno())
     except FileNotFoundError as err:
         if not source.exists():
             raise DatasetError(f"{source}: field 'frames': file missing") from None

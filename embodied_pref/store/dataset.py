@@ -49,7 +49,9 @@ from embodied_pref.store import schema
 from embodied_pref.store.arrays import (
     TRAJECTORY_DIR,
     VIDEO_DIR,
+    StagedFiles,
     load_trajectory,
+    place,
     stage_trajectory,
     verify_files,
 )
@@ -321,34 +323,35 @@ class PreferenceDataset:
         hold every frame the trajectory shows (``DatasetError`` naming the mp4 and field
         'frames'). The files, the index row and the clips land together or not at all.
         """
-        trajectory = self._checked(Trajectory, trajectory, "trajectory")
-        own_clips = self._checked_batch(Clip, clips_, "clips")
-        tid = trajectory.id
-        frames = trajectory.frames
-        staged = stage_trajectory(self._root, trajectory)
+        return self.add_trajectories([(trajectory, clips_)])[0]
+
+    def add_trajectories(self, items: Iterable[tuple[Trajectory, Iterable[Clip]]]) -> list[str]:
+        """Store several trajectories, each with its clips, as :meth:`add_trajectory` does, in
+        one transaction (one commit and one directory fsync for the lot: an importer's batches);
+        all land together or none does. Returns their ids."""
+        items = [(trajectory, list(clips_)) for trajectory, clips_ in items]
+        checked = self._checked_batch(Trajectory, [trajectory for trajectory, _ in items], "trajectory")
+        own_clips = self._checked_batch(Clip, [clip for _, clips_ in items for clip in clips_], "clips")
+        ids = [trajectory.id for trajectory in checked]
+        staged: list[StagedFiles] = []
         try:
+            for trajectory in checked:
+                staging = {final for files in staged for _, final in files.moves}
+                staged.append(stage_trajectory(self._root, trajectory, staging))
             with self._transaction(write=True) as conn:
-                if _exists(conn, trajectories, tid):
-                    raise self._error("id", f"trajectory {tid!r} is already stored")
-                staged.place()
-                conn.execute(insert(trajectories).values(
-                    id=tid, env_id=trajectory.env_id, seed=trajectory.seed,
-                    embodiment=trajectory.embodiment, length=trajectory.length,
-                    obs_dim=trajectory.observations.shape[1],
-                    action_dim=trajectory.actions.shape[1],
-                    has_rewards=int(trajectory.rewards is not None),
-                    has_frames=int(frames is not None),
-                    frame_height=None if frames is None else frames.shape[1],
-                    frame_width=None if frames is None else frames.shape[2],
-                    terminated=int(trajectory.terminated),
-                    metadata=json.dumps(trajectory.metadata), created_at=time.time(),
-                    **staged.row,
-                ))
-                self._insert_clips(conn, own_clips)
+                stored = _existing(conn, trajectories, ids)
+                if stored:
+                    raise self._error("id", f"trajectory {stored[0]!r} is already stored")
+                place(staged)
+                if checked:
+                    conn.execute(insert(trajectories), [_trajectory_row(trajectory, files.row)
+                                                        for trajectory, files in zip(checked, staged)])
+                self._insert_clips(conn, own_clips, {trajectory.id: trajectory.length for trajectory in checked})
         except BaseException:
-            staged.discard()
+            for files in staged:
+                files.discard()
             raise
-        return tid
+        return ids
 
     def trajectory_ids(self) -> list[str]:
         """Ids of all stored trajectories, in insertion order."""
@@ -412,11 +415,18 @@ class PreferenceDataset:
         with self._transaction(write=True) as conn:
             self._insert_clips(conn, checked)
 
-    def _insert_clips(self, conn: Connection, checked: list[Clip]) -> None:
+    def _insert_clips(self, conn: Connection, checked: list[Clip], lengths: dict[str, int] | None = None
+                      ) -> None:
+        """Insert clips, each checked to fit its trajectory (`lengths`: those of trajectories
+        inserted in this transaction; the others' are read) and to have a new id."""
+        lengths = dict(lengths or {})
+        unread = sorted({clip.trajectory_id for clip in checked} - set(lengths))
+        for chunk in _chunks(unread):
+            rows = conn.execute(select(trajectories.c.id, trajectories.c.length).where(trajectories.c.id.in_(chunk)))
+            lengths.update((trajectory_id, length) for trajectory_id, length in rows)
         for clip in checked:
             subject = f"clip {clip.id!r}"
-            length = conn.scalar(select(trajectories.c.length)
-                                 .where(trajectories.c.id == clip.trajectory_id))
+            length = lengths.get(clip.trajectory_id)
             if length is None:
                 raise self._error(
                     "trajectory_id", f"unknown trajectory {clip.trajectory_id!r}",
@@ -429,10 +439,12 @@ class PreferenceDataset:
                     f"trajectory {clip.trajectory_id!r} of {length} steps",
                     subject=subject,
                 )
-            if _exists(conn, clips, clip.id):
-                raise self._error("id", "already stored", subject=subject)
-            conn.execute(insert(clips).values(id=clip.id, trajectory_id=clip.trajectory_id,
-                                              start=clip.start, length=clip.length))
+        stored = _existing(conn, clips, [clip.id for clip in checked])
+        if stored:
+            raise self._error("id", "already stored", subject=f"clip {stored[0]!r}")
+        if checked:
+            conn.execute(insert(clips), [{"id": clip.id, "trajectory_id": clip.trajectory_id, "start": clip.start,
+                                          "length": clip.length} for clip in checked])
 
     def clip(self, clip_id: str) -> Clip:
         """The stored clip with this id."""
@@ -767,6 +779,36 @@ def _token_hash(token: str) -> str:
 
 def _exists(conn: Connection, table: Any, record_id: str) -> bool:
     return conn.scalar(select(table.c.id).where(table.c.id == record_id)) is not None
+
+
+_IN_CHUNK = 500
+"""Ids per ``IN (...)`` query (well under every backend's limit on bound parameters)."""
+
+
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    return (ids[i:i + _IN_CHUNK] for i in range(0, len(ids), _IN_CHUNK))
+
+
+def _existing(conn: Connection, table: Any, ids: list[str]) -> list[str]:
+    """Those of `ids` that `table` holds, in `ids` order."""
+    found = {record_id for chunk in _chunks(ids) for record_id in conn.scalars(
+        select(table.c.id).where(table.c.id.in_(chunk)))}
+    return [record_id for record_id in ids if record_id in found]
+
+
+def _trajectory_row(trajectory: Trajectory, file_columns: dict[str, Any]) -> dict[str, Any]:
+    """The trajectories table's row for `trajectory`, whose files `file_columns` describes."""
+    frames = trajectory.frames
+    return dict(
+        id=trajectory.id, env_id=trajectory.env_id, seed=trajectory.seed,
+        embodiment=trajectory.embodiment, length=trajectory.length,
+        obs_dim=trajectory.observations.shape[1], action_dim=trajectory.actions.shape[1],
+        has_rewards=int(trajectory.rewards is not None), has_frames=int(frames is not None),
+        frame_height=None if frames is None else frames.shape[1],
+        frame_width=None if frames is None else frames.shape[2],
+        terminated=int(trajectory.terminated), metadata=json.dumps(trajectory.metadata),
+        created_at=time.time(), **file_columns,
+    )
 
 
 def _check_version(conn: Connection, location: Location) -> Path | None:

@@ -68,6 +68,24 @@ def test_episodes_become_video_backed_trajectories_and_come_back(tmp_path, episo
         assert len(other.stored) == 1 and len(ds.trajectory_ids()) == 4
 
 
+def test_an_import_that_fails_midway_keeps_its_finished_batches_and_resumes(tmp_path, episodes):
+    many = [episode(f"ep{k}", k, {"top": frames(k)}) for k in range(7)]
+
+    def failing_after_five():
+        yield from many[:5]
+        raise RobotDataError("episode 5: unreadable")
+
+    config = RecordingImportConfig(camera="top", clip_length=5, batch_episodes=2, progress=False)
+    with PreferenceDataset.create(tmp_path / "ds") as ds:
+        with pytest.raises(RobotDataError, match="episode 5"):
+            import_episodes(failing_after_five(), ds, "lerobot", config)
+        assert len(ds.trajectory_ids()) == 4 and len(ds.clips()) == 4 * 4  # two whole batches; the fifth waited
+        assert not list(ds.path.glob(".import-*"))  # its scratch mp4s are gone too
+        resumed = import_episodes(many, ds, "lerobot", config)
+        assert len(resumed.already) == 4 and len(resumed.stored) == 3 and resumed.clips == 3 * 4
+        assert len(ds.trajectory_ids()) == 7
+
+
 def test_the_camera_is_chosen_or_left_out(tmp_path, episodes):
     with PreferenceDataset.create(tmp_path / "ds") as ds:
         first = import_episodes(episodes[2:], ds, "a", RecordingImportConfig(clip_length=5, progress=False))
