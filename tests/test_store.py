@@ -265,7 +265,7 @@ def table_columns(db: Path) -> dict[str, list[tuple[str, str, object, int]]]:
 
 
 @SQLITE_ONLY
-def test_format_4_directory_opens_unchanged_and_new_ones_match_it(filled, tmp_path):
+def test_format_4_directory_keeps_its_tables_gains_views_and_matches_new_ones(filled, tmp_path):
     ds, trajs, clips, queries, labels = filled
     old = tmp_path / "old"
     shutil.copytree(ds.path, old)
@@ -274,8 +274,11 @@ def test_format_4_directory_opens_unchanged_and_new_ones_match_it(filled, tmp_pa
         conn.executescript(FORMAT_4_TABLES)
         conn.execute("INSERT INTO meta VALUES ('format_version', '4'), ('description', '\"old\"')")
     conn.close()
-    assert table_columns(old / "dataset.sqlite") == table_columns(ds.path / "dataset.sqlite")
-    before = table_columns(old / "dataset.sqlite")
+    new_tables = table_columns(ds.path / "dataset.sqlite")
+    views_table = new_tables.pop("trajectory_views")
+    assert [column[0] for column in views_table][:3] == ["trajectory_id", "camera", "position"]
+    assert table_columns(old / "dataset.sqlite") == new_tables
+    before = {**table_columns(old / "dataset.sqlite"), "trajectory_views": views_table}
     with PreferenceDataset.open(old) as reopened:
         for traj in trajs:
             reopened.add_trajectory(traj)
@@ -288,7 +291,7 @@ def test_format_4_directory_opens_unchanged_and_new_ones_match_it(filled, tmp_pa
         assert snapshot(reopened) == snapshot(ds) and reopened.description == "old"
     with sqlite3.connect(old / "dataset.sqlite") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone() == ("4",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone() == ("5",)
     conn.close()
     assert table_columns(old / "dataset.sqlite") == before
     with PreferenceDataset.open(f"sqlite:///{old}") as again:
@@ -297,11 +300,12 @@ def test_format_4_directory_opens_unchanged_and_new_ones_match_it(filled, tmp_pa
 
 
 def downgrade_to_format_3(db: Path) -> None:
-    """Rewrite a dataset's database as format 3 wrote it: no roles, no leases."""
+    """Rewrite a dataset's database as format 3 wrote it: no roles, no leases, no views."""
     with sqlite3.connect(db) as conn:
         for column in ("role", "revoked_at"):
             conn.execute(f"ALTER TABLE annotators DROP COLUMN {column}")
         conn.execute("DROP TABLE leases")
+        conn.execute("DROP TABLE trajectory_views")
         conn.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
     conn.close()
 
@@ -327,7 +331,7 @@ def test_format_1_dataset_is_migrated_on_open(filled):
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
     conn.close()
     with PreferenceDataset.open(ds.path) as migrated:
-        assert migrated.get_meta("format_version") == FORMAT_VERSION == 4
+        assert migrated.get_meta("format_version") == FORMAT_VERSION == 5
         assert migrated.labels() == labels
         triplet = migrated.queries()[1]
         migrated.add_label(Label(triplet.id, "ranking", ranking=(0, 2, 1), ties=(0,)))
@@ -342,10 +346,11 @@ def test_migrations_from_format_1_run_on_both_backends(filled, dataset_url):
                               ("trajectories", "video_bytes"), ("labels", "ties")]:
             conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
         conn.exec_driver_sql("DROP TABLE leases")
+        conn.exec_driver_sql("DROP TABLE trajectory_views")
         conn.exec_driver_sql("UPDATE meta SET value = '1' WHERE key = 'format_version'")
     ds.close()
     with PreferenceDataset.open(dataset_url) as migrated:
-        assert migrated.get_meta("format_version") == FORMAT_VERSION == 4
+        assert migrated.get_meta("format_version") == FORMAT_VERSION == 5
         assert migrated.labels() == labels and migrated.leases() == []
         migrated.add_label(Label(queries[1].id, "ranking", ranking=(0, 2, 1), ties=(0,)))
         migrated.lease(queries[0].id, "ann", 3.0)
@@ -930,6 +935,43 @@ def test_a_batch_of_trajectories_lands_together_or_not_at_all(tmp_path, recordin
         ds.verify()
 
 
+def test_further_cameras_are_stored_beside_the_frames_and_come_back(tmp_path, recording):
+    steps = 20
+    scene = make_trajectory(5, steps=steps, size=(64, 96))
+    side = np.random.default_rng(7).integers(0, 256, (steps + 1, 10, 12, 3), dtype=np.uint8)
+    wrist = VideoFrames(recording, indices=np.arange(30, 30 + steps + 1))
+    traj = dataclasses.replace(scene, views={"wrist": wrist, "side": side})
+    clip = Clip(traj.id, 4, 6)
+    with PreferenceDataset.create(tmp_path / "ds") as ds:
+        ds.add_trajectory(traj, [clip])
+    with PreferenceDataset.open(tmp_path / "ds") as ds:
+        info = ds.trajectory_info(traj.id)
+        assert [(v["camera"], v["position"], v["frame_height"], v["frame_width"]) for v in info["views"]] == [
+            ("wrist", 0, 64, 96), ("side", 1, 10, 12)]
+        assert info["views"][1]["video_file"] is None and info["video_file"] is None
+        back = ds.trajectory(traj.id)
+        assert list(back.views) == ["wrist", "side"] and isinstance(back.views["wrist"], VideoFrames)
+        np.testing.assert_array_equal(back.views["side"], side)
+        decoded = decode_file(recording)
+        np.testing.assert_array_equal(ds.clip_frames(clip.id, "wrist"), decoded[34:41])
+        np.testing.assert_array_equal(ds.clip_frames(clip.id, "side"), side[4:11])
+        np.testing.assert_array_equal(ds.clip_frames(clip.id), scene.frames[4:11])
+        with pytest.raises(DatasetError, match=r"field 'camera'.*no camera 'top'.*\['side', 'wrist'\]"):
+            ds.clip_frames(clip.id, "top")
+        ds.verify()
+        copy = ds.path / info["views"][0]["video_file"]
+    original = copy.read_bytes()
+    start = original.index(b"mdat") + 8  # same size, the coded pictures zeroed
+    copy.write_bytes(original[:start] + bytes(len(original) - start))
+    with PreferenceDataset.open(tmp_path / "ds") as ds:
+        with pytest.raises(DatasetError, match=f"{copy}: checksum mismatch"):
+            ds.verify()
+    with pytest.raises(ValueError, match="field 'views': further cameras need the trajectory's own frames"):
+        dataclasses.replace(make_trajectory(5, steps=steps, frames=False), views={"side": side})
+    with pytest.raises(ValueError, match=r"field 'views\['side'\]': expected 21 frames"):
+        dataclasses.replace(scene, views={"side": side[:-1]})
+
+
 def test_stored_video_altered_afterwards_is_detected(tmp_path, recording):
     traj, other = video_trajectory(VideoFrames(recording)), make_trajectory(1)
     clip = Clip(traj.id, 30, 5)
@@ -979,7 +1021,7 @@ def test_format_3_dataset_is_migrated_to_4_with_annotators_kept(filled):
     ds.close()
     downgrade_to_format_3(ds.path / "dataset.sqlite")
     with PreferenceDataset.open(ds.path) as migrated:
-        assert migrated.get_meta("format_version") == FORMAT_VERSION == 4
+        assert migrated.get_meta("format_version") == FORMAT_VERSION == 5
         assert migrated.annotator_for_token(token) == ("alice", "annotator")
         assert migrated.labels() == labels and migrated.leases() == []
         owner = migrated.add_annotator("olga", role="owner")
@@ -1008,7 +1050,7 @@ def test_format_2_dataset_is_migrated_to_3_and_takes_videos(filled, recording):
 
     assert "video_file" not in columns()
     with PreferenceDataset.open(ds.path) as migrated:
-        assert migrated.get_meta("format_version") == FORMAT_VERSION == 4
+        assert migrated.get_meta("format_version") == FORMAT_VERSION == 5
         assert {"video_file", "video_sha256", "video_bytes"} <= columns()
         for traj in trajs:
             assert_same_trajectory(migrated.trajectory(traj.id), traj)

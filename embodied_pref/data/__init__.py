@@ -27,7 +27,7 @@ import numpy as np
 
 from embodied_pref.data.video import VideoFrames
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """Version of the on-disk dataset format (see ``embodied_pref.store``)."""
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -193,8 +193,11 @@ class Trajectory:
     - ``actions``: (T, A) float32.
     - ``rewards``: (T,) float32 ground-truth reward, or None if the domain has none.
     - ``frames``: (T+1, H, W, 3) uint8 rendered frames (an array, or a ``VideoFrames`` that
-      decodes them from an mp4 on demand), or None.
+      decodes them from an mp4 on demand), or None: what people compare.
     - ``metadata``: JSON-serializable free-form mapping.
+    - ``views``: further cameras of the same steps, name -> (T+1, H', W', 3) frames like
+      ``frames`` (a robot's wrist camera beside its scene camera), for encoders that see
+      several cameras; ``frames`` are needed with them.
 
     Arrays are coerced to float32/uint8; NaN or inf in observations/actions/rewards is rejected.
     """
@@ -209,9 +212,11 @@ class Trajectory:
     terminated: bool = False
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     id: str = dataclasses.field(default_factory=new_id)
+    views: Mapping[str, np.ndarray | VideoFrames] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _coerce_step_arrays(self)
+        _set(self, "views", self._checked_views())
         for name in ("env_id", "embodiment"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(
@@ -231,16 +236,53 @@ class Trajectory:
         _set(self, "metadata", _check_json("metadata", self.metadata))
         check_id("id", self.id)
 
+    def _checked_views(self) -> dict[str, np.ndarray | VideoFrames]:
+        if not isinstance(self.views, Mapping):
+            raise ValueError(f"field 'views': expected a mapping of camera name to frames, "
+                             f"found {type(self.views).__name__}")
+        if self.views and self.frames is None:
+            raise ValueError("field 'views': further cameras need the trajectory's own frames")
+        views = {}
+        for name, frames in self.views.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"field 'views': expected camera names (non-empty str), found {name!r}")
+            views[name] = _frames_array(f"views[{name!r}]", frames, allow_video=True)
+            if views[name].shape[0] != self.length + 1:
+                raise ValueError(f"field 'views[{name!r}]': expected {self.length + 1} frames (actions + 1), "
+                                 f"found shape {tuple(views[name].shape)}")
+        return views
+
     @property
     def length(self) -> int:
         """Number of steps T."""
         return int(self.actions.shape[0])
+
+    def view_frames(self, camera: str | None, start: int, length: int) -> np.ndarray | None:
+        """The frames ``[start, start+length]`` of further camera ``camera`` (None: ``frames``),
+        decoded; those of a clip of the steps ``start .. start+length-1``."""
+        self._check_steps(start, length)
+        if camera is None:
+            return None if self.frames is None else np.asarray(self.frames[start:start + length + 1])
+        if camera not in self.views:
+            raise ValueError(f"field 'camera': trajectory {self.id} has no camera {camera!r} "
+                             f"(its further cameras: {sorted(self.views) or 'none'})")
+        return np.asarray(self.views[camera][start:start + length + 1])
 
     def segment(self, start: int, length: int) -> Segment:
         """The steps ``start .. start+length-1``: observations/frames ``[start, start+length]``.
 
         Video-backed frames are decoded here, and only the clip's.
         """
+        self._check_steps(start, length)
+        stop = start + length
+        return Segment(
+            observations=self.observations[start : stop + 1],
+            actions=self.actions[start:stop],
+            rewards=None if self.rewards is None else self.rewards[start:stop],
+            frames=None if self.frames is None else self.frames[start : stop + 1],
+        )
+
+    def _check_steps(self, start: int, length: int) -> None:
         if not isinstance(start, (int, np.integer)) or start < 0:
             raise ValueError(f"field 'start': expected an int >= 0, found {start!r}")
         if not isinstance(length, (int, np.integer)) or length < 1:
@@ -250,13 +292,6 @@ class Trajectory:
                 f"field 'length': clip [{start}, {start + length}) does not fit in trajectory "
                 f"{self.id} of {self.length} steps"
             )
-        stop = start + length
-        return Segment(
-            observations=self.observations[start : stop + 1],
-            actions=self.actions[start:stop],
-            rewards=None if self.rewards is None else self.rewards[start:stop],
-            frames=None if self.frames is None else self.frames[start : stop + 1],
-        )
 
 
 # --- records ------------------------------------------------------------------------------

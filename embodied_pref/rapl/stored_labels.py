@@ -3,7 +3,7 @@ in the labeling app's triplet mode).
 
 ```
 dataset ──3-clip queries + RANKING labels──▶ Triplets ──split by query──▶ train / held out
-clip frames ──every stride-th, resized──▶ videos ──frozen backbone──▶ features (N, T, F)
+clip frames (of each camera asked for) ──every stride-th, resized──▶ videos ──frozen backbone──▶ features (N, T, F)
 features + train triplets ──train_alignment──▶ projection ──▶ encoder file (encoder_weights)
 ```
 The backbone stays frozen: its features are computed once and only the projection is
@@ -13,6 +13,7 @@ trained, as in the RAPL experiment's `fine_tune=False` setting, so this runs on 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,12 @@ class StoredRankingsConfig:
     projection width and frame size. The 2×2 pooling grid keeps where things are in the frame."""
     stride: int = 2
     """Keep every stride-th frame of a clip (a 50-step clip: 26 frames)."""
+    own_frames: bool = True
+    """The encoder sees each clip's own frames (the camera people compared)."""
+    cameras: tuple[str, ...] = ()
+    """Further cameras it sees as well (or instead, without own_frames): the names stored with
+    the trajectories (`import-recordings --encoder-cameras`). The frames of every camera seen
+    form one set per clip, which the optimal-transport matching compares as a whole."""
     held_out: float = 0.2
     """Share of the ranked queries held out for triplet accuracy (whole queries, drawn by seed)."""
     epochs: int = 50
@@ -62,6 +69,10 @@ class StoredRankingsConfig:
                              "on precomputed backbone features), found False")
         if self.stride < 1:
             raise ValueError(f"field 'stride': expected an int >= 1, found {self.stride!r}")
+        if not self.own_frames and not self.cameras:
+            raise ValueError("field 'cameras': expected at least one camera when own_frames is False")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"field 'cameras': expected distinct names, found {list(self.cameras)}")
         if not 0 <= self.held_out < 1:
             raise ValueError(f"field 'held_out': expected a share in [0, 1), found {self.held_out!r}")
         if self.loss not in LOSSES:
@@ -103,16 +114,19 @@ def ranked_queries(queries: list[Query], labels: list[Label]) -> list[Query]:
     return [q for q in queries if len(q.clip_ids) == 3 and q.id in ranked]
 
 
-def clip_videos(dataset: PreferenceDataset, clip_ids: list[str], stride: int, image_size: int) -> torch.Tensor:
-    """Every stride-th frame of each clip, resized: (N, T, S, S, 3) uint8 (shorter clips
-    repeat their last frame)."""
+def clip_videos(dataset: PreferenceDataset, clip_ids: list[str], stride: int, image_size: int,
+                cameras: Sequence[str | None] = (None,)) -> torch.Tensor:
+    """Every stride-th frame of each clip from each of `cameras` (None: the clip's own frames,
+    a name: a further camera of its trajectory), resized and joined camera after camera:
+    (N, T, S, S, 3) uint8 (shorter clips repeat their last frame)."""
     out = []
     for clip_id in clip_ids:
-        frames = dataset.segment(clip_id).frames
-        if frames is None:
+        views = [dataset.clip_frames(clip_id, camera) for camera in cameras]
+        if any(frames is None for frames in views):
             raise ValueError(f"{dataset.path}: clip {clip_id!r} has no frames; RAPL learns from video, so "
                              "record the dataset with `embodied-pref collect --frames`")
-        out.append(resize_frames(torch.from_numpy(frames[::stride].copy()), image_size))
+        out.append(torch.cat([resize_frames(torch.from_numpy(frames[::stride].copy()), image_size)
+                              for frames in views]))
     return pad_videos(out)
 
 
@@ -138,7 +152,8 @@ def train_on_stored_rankings(dataset: PreferenceDataset, out: Path,
     index = {c: i for i, c in enumerate(clip_ids)}
     train, held = triplets_from_labels(train_q, labels, index), triplets_from_labels(held_q, labels, index)
 
-    videos = clip_videos(dataset, clip_ids, config.stride, config.encoder.image_size)
+    cameras = ([None] if config.own_frames else []) + list(config.cameras)
+    videos = clip_videos(dataset, clip_ids, config.stride, config.encoder.image_size, cameras)
     torch.manual_seed(config.seed)
     encoder = FrameEncoder(config.encoder).eval().to(distributed_context(config.device).device)
     with torch.no_grad():
@@ -154,6 +169,7 @@ def train_on_stored_rankings(dataset: PreferenceDataset, out: Path,
     if is_main_process():
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": encoder.cpu().state_dict(), "dataset": str(dataset.path), "stride": config.stride,
+                    "own_frames": config.own_frames, "cameras": list(config.cameras),
                     "encoder": {k: str(v) for k, v in dataclasses.asdict(config.encoder).items()},
                     "report": dataclasses.asdict(report)}, out)
     return report

@@ -10,7 +10,7 @@ metadata, so that exporting the trajectory gives the episode back.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,16 +89,21 @@ class RecordedEpisode:
 
 
 def to_trajectory(episode: RecordedEpisode, camera: str | None = None, source_format: str = "",
-                  trajectory_id: str | None = None, embodiment: str = "") -> Trajectory:
-    """The episode as a trajectory of N − 1 steps whose frames are `camera`'s (None: no frames).
+                  trajectory_id: str | None = None, embodiment: str = "", views: Sequence[str] = ()) -> Trajectory:
+    """The episode as a trajectory of N − 1 steps whose frames are `camera`'s (None: no frames)
+    and whose further cameras (`Trajectory.views`, for encoders) are `views`.
 
     The metadata entry `RECORDING_KEY` keeps the source format and path, the episode name,
     fps, task, the last frame's action and reward, the names of every camera and the
     episode's own metadata, which is what `from_trajectory` needs to give the episode back.
     """
-    if camera is not None and camera not in episode.cameras:
-        raise RobotDataError(f"{episode.source}: episode {episode.name!r}: no camera {camera!r} "
-                             f"(it has {sorted(episode.cameras) or 'none'})")
+    for name in (camera, *views):
+        if name is not None and name not in episode.cameras:
+            raise RobotDataError(f"{episode.source}: episode {episode.name!r}: no camera {name!r} "
+                                 f"(it has {sorted(episode.cameras) or 'none'})")
+    if views and camera is None:
+        raise RobotDataError(f"{episode.source}: episode {episode.name!r}: further cameras {list(views)} "
+                             "need a camera people compare")
     recording = {
         "format": source_format, "source": episode.source, "episode": episode.name, "fps": float(episode.fps),
         "task": episode.task, "camera": camera, "cameras": sorted(episode.cameras),
@@ -112,7 +117,7 @@ def to_trajectory(episode: RecordedEpisode, camera: str | None = None, source_fo
         rewards=None if episode.rewards is None else episode.rewards[:-1],
         frames=None if camera is None else episode.cameras[camera],
         env_id=f"recording:{source_format}" if source_format else "recording", embodiment=embodiment,
-        metadata={RECORDING_KEY: recording}, **extra,
+        metadata={RECORDING_KEY: recording}, views={name: episode.cameras[name] for name in views}, **extra,
     )
 
 
@@ -120,7 +125,7 @@ def from_trajectory(trajectory: Trajectory, camera: str = "image", fps: float | 
     """The episode of N = T + 1 frames a trajectory holds (`to_trajectory`'s inverse for an
     imported one). A trajectory that was not imported repeats its last action on the final
     frame and records at `fps` (default 10). Frames, if any, become camera `camera` (an
-    imported trajectory's own camera name wins)."""
+    imported trajectory's own camera name wins); its further cameras come back by name."""
     recording = dict(trajectory.metadata.get(RECORDING_KEY) or {})
     last_action = recording.get("last_action")
     last = np.asarray(last_action if last_action is not None else trajectory.actions[-1], dtype=np.float32)
@@ -132,7 +137,7 @@ def from_trajectory(trajectory: Trajectory, camera: str = "image", fps: float | 
         last_reward = recording.get("last_reward")
         rewards = np.append(trajectory.rewards, np.float32(0.0 if last_reward is None else last_reward))
     name = recording.get("camera") or camera
-    cameras = {} if trajectory.frames is None else {name: trajectory.frames}
+    cameras = {} if trajectory.frames is None else {name: trajectory.frames, **trajectory.views}
     return RecordedEpisode(
         states=trajectory.observations, actions=np.vstack([trajectory.actions, last[None]]), cameras=cameras,
         fps=float(fps if fps is not None else recording.get("fps", 10.0)), rewards=rewards,

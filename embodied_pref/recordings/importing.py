@@ -33,6 +33,9 @@ class RecordingImportConfig:
     camera: str | None = None
     """Camera whose frames people compare (and RAPL's encoder sees); None: the first camera
     in name order; "" stores no frames."""
+    encoder_cameras: tuple[str, ...] = ()
+    """Further cameras stored with each trajectory (`Trajectory.views`) for an encoder that
+    sees several cameras (`train-rapl --cameras`); video-backed like `camera`'s."""
     clip_length: int = 50
     """Steps per clip; each episode is cut into consecutive clips of this length."""
     encode_frames: bool = True
@@ -109,10 +112,12 @@ def import_episodes(episodes: Iterable[RecordedEpisode], dataset: PreferenceData
             trajectory_of[episode.name] = trajectory_id
             if trajectory_id not in stored_before:
                 camera = _camera(episode, config.camera)
-                if camera is not None and config.encode_frames and not isinstance(episode.cameras[camera], VideoFrames):
-                    encoded.append(Path(scratch) / f"{trajectory_id}.mp4")
-                    episode = _video_backed(episode, camera, encoded[-1], config.lossless)
-                trajectory = to_trajectory(episode, camera, source_format, trajectory_id, config.embodiment)
+                views = [name for name in config.encoder_cameras if name != camera]
+                for k, name in enumerate([camera, *views] if camera is not None else []):
+                    if config.encode_frames and not isinstance(episode.cameras.get(name), (VideoFrames, type(None))):
+                        encoded.append(Path(scratch) / f"{trajectory_id}.{k}.mp4")
+                        episode = _video_backed(episode, name, encoded[-1], config.lossless)
+                trajectory = to_trajectory(episode, camera, source_format, trajectory_id, config.embodiment, views)
                 pending.append((trajectory, consecutive_clips(trajectory_id, trajectory.length, config.clip_length)))
                 if len(pending) == config.batch_episodes:
                     store_pending()

@@ -5,7 +5,9 @@ beside the index row that names them, read back with every field checked.
 trajectories/<id>.npz   observations (T+1, D) f32, actions (T, A) f32, rewards (T,) f32
                         (optional), and either frames (T+1, H, W, 3) u8, or frame_indices
                         (T+1,) i64 + frame_pointer (T+1, 3) f32 (optional) for frames in
-                        videos/<id>.mp4
+                        videos/<id>.mp4; for the k-th further camera (`Trajectory.views`,
+                        rows of the trajectory_views table) view{k}_frames, or
+                        view{k}_frame_indices (+ view{k}_frame_pointer) in its own mp4
 videos/<sha256>.mp4     a video-backed trajectory's recording, copied byte for byte and
                         named by its content: the episodes of one recording (LeRobot v3.0
                         keeps many per file) share one copy (datasets written before name
@@ -45,6 +47,8 @@ class StagedFiles:
     """(temporary file, final path) pairs."""
     row: dict[str, Any]
     """The index row's file columns: file, sha256, video_file, video_sha256, video_bytes."""
+    views: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The trajectory_views rows of its further cameras (without trajectory_id)."""
     placed: list[Path] = dataclasses.field(default_factory=list)
 
     def discard(self) -> None:
@@ -70,37 +74,44 @@ def place(batch: list[StagedFiles]) -> None:
 
 
 def stage_trajectory(root: Path, trajectory: Trajectory, staging: AbstractSet[Path] = frozenset()) -> StagedFiles:
-    """Write the npz (and copy the mp4 of a ``VideoFrames``, after checking that it holds every
-    frame the trajectory shows) under temporary names in ``root``. ``staging``: final paths
-    that files staged earlier in the same batch will take (an mp4 there is not copied again)."""
+    """Write the npz (and copy the mp4 of each ``VideoFrames``, after checking that it holds
+    every frame the trajectory shows) under temporary names in ``root``. ``staging``: final
+    paths that files staged earlier in the same batch will take (an mp4 there is not copied
+    again)."""
     tid = trajectory.id
-    frames = trajectory.frames
+    relative = f"{TRAJECTORY_DIR}/{tid}.npz"
+    no_video = {"video_file": None, "video_sha256": None, "video_bytes": None}
+    staged = StagedFiles(moves=[], row={"file": relative, **no_video})
+    staged.views = [{"camera": camera, "position": k, "frame_height": view.shape[1], "frame_width": view.shape[2],
+                     **no_video} for k, (camera, view) in enumerate(trajectory.views.items())]
+    cameras = [("", "frames", trajectory.frames, staged.row)]
+    cameras += [(f"view{k}_", f"views[{camera!r}]", view, staged.views[k])
+                for k, (camera, view) in enumerate(trajectory.views.items())]
     arrays = {"observations": trajectory.observations, "actions": trajectory.actions}
     if trajectory.rewards is not None:
         arrays["rewards"] = trajectory.rewards
-    video = frames if isinstance(frames, VideoFrames) else None
-    if video is not None:
-        check_video_frames(video, tid)
-        arrays["frame_indices"] = video.indices
-        if video.pointer is not None:
-            arrays["frame_pointer"] = video.pointer
-    elif frames is not None:
-        arrays["frames"] = frames
-    relative = f"{TRAJECTORY_DIR}/{tid}.npz"
-    staged = StagedFiles(moves=[], row={"file": relative, "video_file": None,
-                                        "video_sha256": None, "video_bytes": None})
+    for prefix, field, frames, _ in cameras:
+        if isinstance(frames, VideoFrames):
+            check_video_frames(frames, tid, field)
+            arrays[f"{prefix}frame_indices"] = frames.indices
+            if frames.pointer is not None:
+                arrays[f"{prefix}frame_pointer"] = frames.pointer
+        elif frames is not None:
+            arrays[f"{prefix}frames"] = frames
     try:
         npz_final = root / relative
         npz_tmp = temp_path(npz_final)
         staged.moves.append((npz_tmp, npz_final))
         npz = io.BytesIO()
         # raw frames compress well; states and actions (video-backed or frameless) hardly
-        (np.savez_compressed if "frames" in arrays else np.savez)(npz, **arrays)
+        (np.savez_compressed if any(name.endswith("frames") for name in arrays) else np.savez)(npz, **arrays)
         with open(npz_tmp, "xb") as f:  # fsynced by `place`
             f.write(npz.getbuffer())
         staged.row["sha256"] = hashlib.sha256(npz.getbuffer()).hexdigest()
-        if video is not None:
-            staged.row.update(_stage_video(root, video.path, staged, staging))
+        for _, _, frames, columns in cameras:
+            if isinstance(frames, VideoFrames):
+                on_their_way = {*staging, *(final for _, final in staged.moves)}
+                columns.update(_stage_video(root, frames.path, staged, on_their_way))
     except BaseException:
         staged.discard()
         raise
@@ -169,13 +180,15 @@ def load_trajectory(root: Path, info: dict[str, Any], index: str) -> Trajectory:
         raise DatasetError(
             f"{path}: not a readable npz file ({type(err).__name__}: {err}){note}"
         ) from None
-    if info["video_file"] is not None:
-        expected["frame_indices"] = ((steps + 1,), np.dtype(np.int64))
-        if "frame_pointer" in names:
-            expected["frame_pointer"] = ((steps + 1, 3), np.dtype(np.float32))
-    elif info["has_frames"]:
-        shape = (steps + 1, info["frame_height"], info["frame_width"], 3)
-        expected["frames"] = (shape, np.dtype(np.uint8))
+    cameras = [("", info)] + [(f"view{view['position']}_", view) for view in info["views"]]
+    for prefix, camera in cameras:
+        if camera["video_file"] is not None:
+            expected[f"{prefix}frame_indices"] = ((steps + 1,), np.dtype(np.int64))
+            if f"{prefix}frame_pointer" in names:
+                expected[f"{prefix}frame_pointer"] = ((steps + 1, 3), np.dtype(np.float32))
+        elif prefix or info["has_frames"]:
+            shape = (steps + 1, camera["frame_height"], camera["frame_width"], 3)
+            expected[f"{prefix}frames"] = (shape, np.dtype(np.uint8))
     arrays: dict[str, np.ndarray] = {}
     for field, (shape, dtype) in expected.items():
         if field not in names:
@@ -200,56 +213,57 @@ def load_trajectory(root: Path, info: dict[str, Any], index: str) -> Trajectory:
         raise DatasetError(f"{path}: field '{field}': not recorded in {index}{note}")
     if not intact:
         raise DatasetError(f"{path}: checksum mismatch (file corrupt or truncated)")
-    frames = arrays.get("frames")
-    if info["video_file"] is not None:
-        frames = _open_video(root, info, arrays, index)
+    frames = [arrays.get(f"{prefix}frames") if camera["video_file"] is None
+              else _open_video(root, info["id"], camera, arrays, prefix, index) for prefix, camera in cameras]
     try:
         return Trajectory(
             observations=arrays["observations"],
             actions=arrays["actions"],
             rewards=arrays.get("rewards"),
-            frames=frames,
+            frames=frames[0],
             env_id=info["env_id"],
             seed=info["seed"],
             embodiment=info["embodiment"],
             terminated=info["terminated"],
             metadata=info["metadata"],
             id=info["id"],
+            views={view["camera"]: view_frames for view, view_frames in zip(info["views"], frames[1:])},
         )
     except ValueError as err:
         raise DatasetError(f"{path}: {err}") from None
 
 
-def _open_video(root: Path, info: dict[str, Any], arrays: dict[str, np.ndarray], index: str
-                ) -> VideoFrames:
-    """The frames of a video-backed trajectory, after the cheap checks of its mp4."""
-    path = root / info["video_file"]
+def _open_video(root: Path, trajectory_id: str, camera: dict[str, Any], arrays: dict[str, np.ndarray],
+                prefix: str, index: str) -> VideoFrames:
+    """The frames of one camera of a video-backed trajectory (`camera`: its index row or
+    trajectory_views row; `prefix`: its npz names' prefix), after the cheap checks of its mp4."""
+    path = root / camera["video_file"]
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise DatasetError(
-            f"{path}: file missing (trajectory {info['id']!r} is indexed in {index})"
+            f"{path}: file missing (trajectory {trajectory_id!r} is indexed in {index})"
         ) from None
-    if size != info["video_bytes"]:
+    if size != camera["video_bytes"]:
         raise DatasetError(
-            f"{path}: field 'video_bytes': {size} bytes, {info['video_bytes']} recorded "
+            f"{path}: field 'video_bytes': {size} bytes, {camera['video_bytes']} recorded "
             "(file truncated or altered)"
         )
     try:
         return VideoFrames(
-            path, indices=arrays["frame_indices"],
-            size=(info["frame_height"], info["frame_width"]),
-            pointer=arrays.get("frame_pointer"),
+            path, indices=arrays[f"{prefix}frame_indices"],
+            size=(camera["frame_height"], camera["frame_width"]),
+            pointer=arrays.get(f"{prefix}frame_pointer"),
         )
     except VideoError as err:
-        raise DatasetError(f"{err} (trajectory {info['id']!r})") from None
+        raise DatasetError(f"{err} (trajectory {trajectory_id!r})") from None
 
 
 def verify_files(root: Path, info: dict[str, Any], index: str) -> None:
-    """Check the sha256 of the trajectory's npz (and mp4) against its index row ``info``."""
+    """Check the sha256 of the trajectory's npz (and mp4s) against its index rows ``info``."""
     files = [(info["file"], info["sha256"])]
-    if info["video_file"] is not None:
-        files.append((info["video_file"], info["video_sha256"]))
+    files += [(camera["video_file"], camera["video_sha256"]) for camera in (info, *info["views"])
+              if camera["video_file"] is not None]
     for relative, recorded in files:
         path = root / relative
         try:
@@ -265,17 +279,18 @@ def verify_files(root: Path, info: dict[str, Any], index: str) -> None:
             )
 
 
-def check_video_frames(video: VideoFrames, trajectory_id: str) -> None:
-    """Raise ``DatasetError`` naming the mp4 unless it (still) holds every frame ``video``
-    shows: as many frames as when it was opened, and at least its largest index + 1."""
+def check_video_frames(video: VideoFrames, trajectory_id: str, field: str = "frames") -> None:
+    """Raise ``DatasetError`` naming the mp4 and the trajectory's `field` unless the mp4
+    (still) holds every frame ``video`` shows: as many frames as when it was opened, and at
+    least its largest index + 1."""
     try:
         available = frame_count(video.path)
     except VideoError as err:
-        raise DatasetError(f"{err} (field 'frames' of trajectory {trajectory_id!r})") from None
+        raise DatasetError(f"{err} (field '{field}' of trajectory {trajectory_id!r})") from None
     needed = int(video.indices.max()) + 1 if len(video.indices) else 0
     if available != video.source_frame_count or available < needed:
         raise DatasetError(
-            f"{video.path}: field 'frames': the video has {available} frames, trajectory "
+            f"{video.path}: field '{field}': the video has {available} frames, trajectory "
             f"{trajectory_id!r} needs frames up to index {needed - 1} of the "
             f"{video.source_frame_count} it had when it was opened"
         )

@@ -59,7 +59,7 @@ from embodied_pref.store.errors import ConflictError, DatasetError
 from embodied_pref.store.location import BEGIN_KEY, Location, parse_location
 from embodied_pref.store.previews import PREVIEW_DIR, preview_path, write_frames_preview
 from embodied_pref.store.schema import ROLES, annotators, clips, labels, leases, meta, queries
-from embodied_pref.store.schema import query_clips, trajectories
+from embodied_pref.store.schema import query_clips, trajectories, trajectory_views
 
 if TYPE_CHECKING:
     from imitation.data.types import TrajectoryWithRew
@@ -69,6 +69,7 @@ FILES_META = "files_dir"
 """Meta key of a PostgreSQL dataset's file directory (absolute), recorded on create."""
 _RESERVED_META = frozenset({"format_version", FILES_META})
 _TRAJECTORY_COLUMNS = [c for c in trajectories.c if c.name != "seq"]
+_VIEW_COLUMNS = [c for c in trajectory_views.c if c.name != "trajectory_id"]
 _LABEL_COLUMNS = [labels.c[name] for name in (
     "id", "query_id", "outcome", "ranking", "annotator", "source", "created_at", "ties")]
 _CLIP_COLUMNS = (clips.c.trajectory_id, clips.c.start, clips.c.length, clips.c.id)
@@ -321,7 +322,8 @@ class PreferenceDataset:
         ``videos/<sha256>.mp4`` (once, however many trajectories it holds) and the npz holds the
         frame indices (and cursor pointer). Before anything is written the mp4 is checked to
         hold every frame the trajectory shows (``DatasetError`` naming the mp4 and field
-        'frames'). The files, the index row and the clips land together or not at all.
+        'frames'). Further cameras (``views``) are stored alike, a trajectory_views row each.
+        The files, the index rows and the clips land together or not at all.
         """
         return self.add_trajectories([(trajectory, clips_)])[0]
 
@@ -346,6 +348,10 @@ class PreferenceDataset:
                 if checked:
                     conn.execute(insert(trajectories), [_trajectory_row(trajectory, files.row)
                                                         for trajectory, files in zip(checked, staged)])
+                views = [{"trajectory_id": trajectory.id, **view} for trajectory, files in zip(checked, staged)
+                         for view in files.views]
+                if views:
+                    conn.execute(insert(trajectory_views), views)
                 self._insert_clips(conn, own_clips, {trajectory.id: trajectory.length for trajectory in checked})
         except BaseException:
             for files in staged:
@@ -362,13 +368,17 @@ class PreferenceDataset:
         """The index row of a trajectory (no arrays loaded): id, env_id, seed, embodiment,
         length, obs_dim, action_dim, has_rewards, has_frames, frame_height, frame_width,
         terminated, metadata, file, sha256, created_at, and video_file, video_sha256,
-        video_bytes (None unless the frames live in an mp4)."""
+        video_bytes (None unless the frames live in an mp4); views: its further cameras'
+        rows (camera, position, frame_height, frame_width, video_file, video_sha256,
+        video_bytes), in position order."""
         with self._transaction(write=False) as conn:
             row = conn.execute(select(*_TRAJECTORY_COLUMNS)
                                .where(trajectories.c.id == trajectory_id)).mappings().first()
+            views = conn.execute(select(*_VIEW_COLUMNS).where(trajectory_views.c.trajectory_id == trajectory_id)
+                                 .order_by(trajectory_views.c.position)).mappings().all()
         if row is None:
             raise self._error("trajectory_id", f"unknown trajectory {trajectory_id!r}")
-        info = dict(row)
+        info = dict(row, views=[dict(view) for view in views])
         for key in ("has_rewards", "has_frames", "terminated"):
             info[key] = bool(info[key])
         info["metadata"] = json.loads(info["metadata"])
@@ -468,6 +478,18 @@ class PreferenceDataset:
         trajectory = self.trajectory(clip.trajectory_id)
         try:
             return trajectory.segment(clip.start, clip.length)
+        except VideoError as err:
+            raise DatasetError(f"{err} (clip {clip.id!r})") from None
+        except ValueError as err:
+            raise DatasetError(f"{self._db_path}: clip {clip.id!r}: {err}") from None
+
+    def clip_frames(self, clip: Clip | str, camera: str | None = None) -> np.ndarray | None:
+        """The frames of a clip from its trajectory's further camera `camera` (None: the
+        trajectory's own frames, those people compare), decoded: (L+1, H, W, 3) uint8."""
+        if isinstance(clip, str):
+            clip = self.clip(clip)
+        try:
+            return self.trajectory(clip.trajectory_id).view_frames(camera, clip.start, clip.length)
         except VideoError as err:
             raise DatasetError(f"{err} (clip {clip.id!r})") from None
         except ValueError as err:

@@ -140,6 +140,21 @@ leases = Table(
     Column("expires_at", _REAL, nullable=False),
 )
 
+trajectory_views = Table(
+    "trajectory_views", metadata,
+    Column("trajectory_id", Text, ForeignKey("trajectories.id"), primary_key=True),
+    Column("camera", Text, primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("frame_height", Integer, nullable=False),
+    Column("frame_width", Integer, nullable=False),
+    Column("video_file", Text),
+    Column("video_sha256", Text),
+    Column("video_bytes", _BIG),
+)
+"""A trajectory's further cameras (`Trajectory.views`): its frames in the npz as
+``view{position}_frames``, or in an mp4 (``video_*``, as the trajectory's own) read at
+``view{position}_frame_indices``."""
+
 
 def _add_columns(conn: Connection, table: Table, *names: str) -> None:
     """``ALTER TABLE ... ADD COLUMN`` for columns of ``table`` as declared above."""
@@ -166,8 +181,13 @@ def _add_roles_and_leases(conn: Connection) -> None:
     leases.create(conn)
 
 
+def _add_trajectory_views(conn: Connection) -> None:
+    """Format 4 -> 5: the ``trajectory_views`` table of further cameras (none before)."""
+    trajectory_views.create(conn)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    1: _add_label_ties, 2: _add_trajectory_videos, 3: _add_roles_and_leases,
+    1: _add_label_ties, 2: _add_trajectory_videos, 3: _add_roles_and_leases, 4: _add_trajectory_views,
 }
 """``MIGRATIONS[v](conn)`` upgrades a database of format ``v`` to ``v + 1`` in place (inside
 the caller's transaction)."""

@@ -16,6 +16,8 @@ from embodied_pref.rapl.alignment import triplet_accuracy
 from embodied_pref.rapl.encoder import EncoderConfig, FrameEncoder
 from embodied_pref.rapl.stored_labels import StoredRankingsConfig, clip_videos
 from embodied_pref.rapl.triplets import synthetic_triplets, triplets_from_labels
+from embodied_pref.recordings.episode import RecordedEpisode
+from embodied_pref.recordings.importing import RecordingImportConfig, import_episodes
 from embodied_pref.store import PreferenceDataset
 
 
@@ -156,6 +158,42 @@ def test_train_rapl_learns_from_rankings_and_a_shuffled_control_does_not(tmp_pat
     (ranked, ranked_unseen), (control, control_unseen) = results["ranked"], results["control"]
     assert ranked["train_triplets"] == control["train_triplets"] == 96
     assert ranked_unseen > 0.75 and ranked_unseen > control_unseen + 0.1
+
+
+def test_train_rapl_sees_the_imported_camera_it_is_asked_for(tmp_path, capsys):
+    """Imported recordings whose quality shows only in the wrist camera: an encoder that sees
+    the wrist camera learns the rankings; one that sees only the compared (scene) camera,
+    whose frames show nothing of the quality, does not."""
+    steps, stride, rng = 8, 2, np.random.default_rng(0)
+    episodes = []
+    for k, quality in enumerate(rng.uniform(0, 1, 50)):
+        wrist = _square_video(float(quality), steps, rng).frames
+        scene = rng.integers(0, 256, wrist.shape, dtype=np.uint8)
+        episodes.append(RecordedEpisode(states=np.zeros((steps + 1, 1)), actions=np.zeros((steps + 1, 1)),
+                                        cameras={"scene": scene, "wrist": wrist}, fps=10.0,
+                                        rewards=np.full(steps + 1, quality), name=f"episode_{k}"))
+    config = RecordingImportConfig(camera="scene", encoder_cameras=("wrist",), clip_length=steps, lossless=True,
+                                   progress=False)
+    with PreferenceDataset.create(tmp_path / "ds") as store:
+        trajectory_of = import_episodes(episodes, store, "mp4", config).trajectory_of
+        clip_of = {clip.trajectory_id: clip.id for clip in store.clips()}
+        clip_ids = [clip_of[trajectory_of[episode.name]] for episode in episodes]
+        _rank_queries(store, clip_ids[:30], 120, SQUARE_TIE_TOLERANCE, np.random.default_rng(1))
+    accuracy = {}
+    for name, flags, cameras in (("wrist", ["--cameras", "wrist", "--no-own-frames"], ["wrist"]),
+                                 ("scene", [], [None])):
+        out = tmp_path / f"{name}.pt"
+        main(["train-rapl", "--dataset", str(tmp_path / "ds"), "--out", str(out), "--stride", str(stride), *flags])
+        saved = torch.load(out)
+        assert (saved["own_frames"], saved["cameras"]) == (name == "scene", [c for c in cameras if c])
+        encoder = FrameEncoder(dataclasses.replace(StoredRankingsConfig().encoder, encoder_weights=out)).eval()
+        with PreferenceDataset.open(tmp_path / "ds") as store:
+            returns = np.array([float(store.segment(c).rewards.sum()) for c in clip_ids[30:]])
+            with torch.no_grad():
+                features = encoder.features(clip_videos(store, clip_ids[30:], stride, 64, cameras))
+        triplets = synthetic_triplets(returns, 300, np.random.default_rng(3), SQUARE_TIE_TOLERANCE)
+        accuracy[name] = triplet_accuracy(encoder.projection, features, triplets)
+    assert accuracy["wrist"] > 0.75 and accuracy["wrist"] > accuracy["scene"] + 0.1, accuracy
 
 
 def test_a_clip_without_frames_says_to_record_frames(tmp_path):

@@ -101,6 +101,26 @@ def test_the_camera_is_chosen_or_left_out(tmp_path, episodes):
         assert len(ds.trajectory_ids()) == 3
 
 
+def test_encoder_cameras_are_stored_as_further_views_and_exported_back(tmp_path, episodes):
+    config = RecordingImportConfig(camera="top", encoder_cameras=("wrist",), clip_length=5, lossless=True,
+                                   progress=False)
+    with PreferenceDataset.create(tmp_path / "ds") as ds:
+        (stored,) = import_episodes(episodes[2:], ds, "lerobot", config).stored
+        trajectory = ds.trajectory(stored)
+        assert list(trajectory.views) == ["wrist"] and isinstance(trajectory.views["wrist"], VideoFrames)
+        np.testing.assert_array_equal(np.asarray(trajectory.views["wrist"]), frames(3))  # encoded losslessly
+        np.testing.assert_array_equal(np.asarray(trajectory.frames), frames(2))
+        clip = ds.clips()[1]
+        np.testing.assert_array_equal(ds.clip_frames(clip, "wrist"), frames(3)[clip.start:clip.start + 6])
+        back = from_trajectory(trajectory)
+        assert sorted(back.cameras) == ["top", "wrist"]
+        np.testing.assert_array_equal(np.asarray(back.cameras["wrist"]), frames(3))
+        assert not list(ds.path.glob(".import-*"))
+        with pytest.raises(RobotDataError, match="episode 'ep0': no camera 'wrist'"):
+            import_episodes(episodes[:1], ds, "lerobot", config)
+        assert ds.trajectory_ids() == [stored]
+
+
 def test_graded_pairs_become_labels_with_provenance(tmp_path, episodes):
     with PreferenceDataset.create(tmp_path / "ds") as ds:
         summary = import_episodes(episodes, ds, "robomimic",
