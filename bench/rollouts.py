@@ -2,10 +2,11 @@
 through `PPOAgent.rollouts`, and uniformly random actions through `vector_rollouts`), whether
 the episodes are the same for the same seeds, and steps/s of the learned-reward wrapper
 (`LearnedRewardVecEnv` paying the demo's reward ensemble, standardized) against the bare VecEnv
-it wraps, in CPU time of this process. The cores are shared: the load average is printed
-beside the numbers.
+it wraps, in CPU time of this process: deferred as PPO runs it (each rollout of --rollout-steps
+steps paid in one batched reward call at its end), and per step for comparison. The cores are
+shared: the load average is printed beside the numbers.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/rollouts.py [--episodes 8] [--steps 1000] [--smoke]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/rollouts.py [--episodes 8] [--steps 1000] [--rollout-steps 256] [--smoke]
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from policies.ppo import PPOAgent, PPOConfig
 STATE = env_id("Gripper", "state")  # the demo's env: 100-step episodes, 17-d states
 PIXELS = env_id("Gripper", "pixels")  # the same task, each step also draws a 112x112 frame
 WORKERS = (1, 2)
-SMOKE = {"episodes": 2, "steps": 20, "repeats": 1}
+SMOKE = {"episodes": 2, "steps": 20, "rollout_steps": 8, "repeats": 1}
 """Sizes of --smoke: every path end to end; flags given beside it win."""
 
 
@@ -135,40 +136,49 @@ def demo_reward(seed: int) -> StandardizedReward:
     return StandardizedReward(ensemble.predict, obs, acts, next_obs)
 
 
-def vec_env_rate(venv: VecEnv, actions: np.ndarray) -> float:
+def vec_env_rate(venv: VecEnv, actions: np.ndarray, rollout_steps: int) -> float:
     """Env steps (all envs counted) per CPU-second of this process, of `venv` on the given
-    actions (T, n_envs, A): a DummyVecEnv and its reward run on this process's one thread, and
-    CPU time stays fair while other processes share the cores."""
+    actions (T, n_envs, A); a deferred `LearnedRewardVecEnv` is paid its recorded steps in one
+    call every `rollout_steps` steps and after the last, as PPO's rollouts pay it. A DummyVecEnv
+    and its reward run on this process's one thread, and CPU time stays fair while other
+    processes share the cores."""
+    deferred = isinstance(venv, LearnedRewardVecEnv) and venv.deferred
     venv.reset()
     start = time.process_time()
-    for step_actions in actions:
+    for step, step_actions in enumerate(actions, 1):
         venv.step(step_actions)
+        if deferred and (step % rollout_steps == 0 or step == len(actions)):
+            venv.deferred_rewards()
     return actions.shape[0] * actions.shape[1] / (time.process_time() - start)
 
 
-def wrapper_rates(n_envs: int, steps: int, repeats: int, seed: int) -> dict[str, float]:
+def wrapper_rates(n_envs: int, steps: int, rollout_steps: int, repeats: int, seed: int) -> dict[str, float]:
     """Best steps per CPU-second of a bare DummyVecEnv of `n_envs` envs and of
     `LearnedRewardVecEnv` over it paying a constant (the wrapper's own cost) or `demo_reward`,
-    measured in turn `repeats` times."""
+    deferred to the end of each `rollout_steps`-step rollout as PPO runs it, and `demo_reward`
+    per step; measured in turn `repeats` times."""
     venv = make_vec_env(STATE, n_envs=n_envs, seed=seed)
+    reward = demo_reward(seed)
     envs = {"bare VecEnv": venv,
-            "wrapper, constant reward": LearnedRewardVecEnv(venv, lambda o, a, n: np.zeros(len(o), np.float32)),
-            "wrapper, demo reward": LearnedRewardVecEnv(venv, demo_reward(seed))}
+            "wrapper, constant reward": LearnedRewardVecEnv(venv, lambda o, a, n: np.zeros(len(o), np.float32),
+                                                            deferred=True),
+            "wrapper, demo reward": LearnedRewardVecEnv(venv, reward, deferred=True),
+            "wrapper, demo reward, per step": LearnedRewardVecEnv(venv, reward)}
     space = venv.action_space
     actions = np.random.default_rng(seed).uniform(space.low, space.high, (steps, n_envs, *space.shape)).astype(np.float32)
     rates: dict[str, list[float]] = {name: [] for name in envs}
     for _ in range(repeats):
         for name, env in envs.items():
-            rates[name].append(vec_env_rate(env, actions))
+            rates[name].append(vec_env_rate(env, actions, rollout_steps))
     venv.close()
     return {name: max(r) for name, r in rates.items()}
 
 
-def reward_call_us(seed: int, n_envs: int, calls: int) -> float:
-    """CPU microseconds of one `demo_reward` call on a batch of n_envs transitions."""
+def reward_call_us(seed: int, batch: int, calls: int) -> float:
+    """CPU microseconds of one `demo_reward` call on a batch of `batch` transitions."""
     reward = demo_reward(seed)
-    obs = np.random.default_rng(seed).normal(size=(n_envs, 17)).astype(np.float32)
-    acts = np.zeros((n_envs, 3), np.float32)
+    obs = np.random.default_rng(seed).normal(size=(batch, 17)).astype(np.float32)
+    acts = np.zeros((batch, 3), np.float32)
     reward(obs, acts, obs)
     start = time.process_time()
     for _ in range(calls):
@@ -180,6 +190,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=8, help="episodes per timed rollout call (100 steps each)")
     parser.add_argument("--steps", type=int, default=1000, help="VecEnv steps per timing of the reward wrapper")
+    parser.add_argument("--rollout-steps", type=int, default=PPOConfig().n_steps,
+                        help="VecEnv steps per PPO rollout, paid in one deferred reward call (default: PPOConfig's n_steps)")
     parser.add_argument("--repeats", type=int, default=3, help="timings of each row, the best kept")
     parser.add_argument("--n-envs", type=int, default=PPOConfig().n_envs,
                         help="envs of the VecEnv under the reward wrapper (default: PPOConfig's)")
@@ -204,14 +216,18 @@ def main() -> None:
               f"| {mean_return:.2f} |")
 
     n_envs = args.n_envs
-    rates = wrapper_rates(n_envs, args.steps, args.repeats, args.seed)
+    rates = wrapper_rates(n_envs, args.steps, args.rollout_steps, args.repeats, args.seed)
     bare = rates["bare VecEnv"]
-    print(f"\n| {n_envs} dummy envs, {args.steps} steps | steps per CPU-second | ratio vs bare |")
+    print(f"\n| {n_envs} dummy envs, {args.steps} steps; deferred rewards paid per {args.rollout_steps}-step rollout "
+          "| steps per CPU-second | ratio vs bare |")
     print("|---|---:|---:|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:,.0f} | {rate / bare:.2f}× |")
+    rollout_batch = n_envs * args.rollout_steps
     print(f"\none demo reward call on {n_envs} transitions: {reward_call_us(args.seed, n_envs, args.steps):.0f} us "
-          f"of CPU; one VecEnv step of {n_envs} envs: {1e6 * n_envs / bare:.0f} us")
+          f"of CPU; on a rollout's {rollout_batch}: "
+          f"{reward_call_us(args.seed, rollout_batch, max(1, args.steps // args.rollout_steps)):.0f} us; "
+          f"one VecEnv step of {n_envs} envs: {1e6 * n_envs / bare:.0f} us")
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -13,6 +13,11 @@ The env stack PPO trains on, bottom to top (`model.env`):
     → VecNormalize(norm_obs=False)         (`PPOConfig.normalize_reward` only)
     → VecTransposeImage                    (added by SB3 for (H, W, C) image observations)
 
+With `PPOConfig.deferred_reward` (the default), `reward_fn` is not called per step: the wrapper
+records the rollout and `DeferredRewardRelabel` pays it in one batched call at the rollout's
+end, straight into the rollout buffer (reward normalization replayed there), so PPO trains on
+the same numbers as with per-step payment, faster.
+
 Image observations ((H, W, C) or (C, H, W) uint8 in [0, 255]) get SB3's CnnPolicy (NatureCNN,
 images scaled to [0, 1] inside the policy); `act` takes them as the env returns them.
 
@@ -49,7 +54,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from embodied_pref.data import Trajectory
 from embodied_pref.reward_nets import RewardFn
 from embodied_pref.rollout import ScheduledEpisodes, vector_rollouts
-from policies.learned_reward import LearnedRewardVecEnv
+from policies.learned_reward import DeferredRewardRelabel, LearnedRewardVecEnv
 
 Policy = Literal["auto", "MlpPolicy", "CnnPolicy", "MultiInputPolicy"]
 VecEnvKind = Literal["dummy", "subproc"]
@@ -99,6 +104,11 @@ class PPOConfig:
     normalize_reward: bool = False
     """Scale rewards by a running std of the discounted return, VecNormalize(norm_obs=False,
     norm_reward=True); its statistics travel in the checkpoint."""
+    deferred_reward: bool = True
+    """Pay a learned `reward_fn` once per rollout, all its n_envs * n_steps steps in one call,
+    instead of once per step: the same rewards, returns and advantages (up to the reward
+    net's float rounding on another batch size), and the same normalization; much cheaper per
+    step. False calls it every step (the rewards then pass through the env stack as they come)."""
     checkpoint_every: int = 0
     """Save a checkpoint into the agent's `checkpoint_dir` every this many env steps (0: never)."""
 
@@ -254,12 +264,16 @@ class PPOAgent:
         """Continue training for `steps` env steps on `reward_fn` (None: the training envs'
         reward, i.e. ground truth or the wrapper's)."""
         self.venv.reward_fn = reward_fn
-        callback = None
+        self.venv.deferred = self.config.deferred_reward and reward_fn is not None
+        callbacks: list[BaseCallback] = []
+        if self.venv.deferred:  # first: later callbacks see the rollout paid
+            normalizer = self.train_env if isinstance(self.train_env, VecNormalize) else None
+            callbacks.append(DeferredRewardRelabel(self.venv, normalizer))
         if self.config.checkpoint_every:
-            callback = _PeriodicCheckpoint(self, self.checkpoint_dir, self.config.checkpoint_every)
+            callbacks.append(_PeriodicCheckpoint(self, self.checkpoint_dir, self.config.checkpoint_every))
         self.model.learn(
             total_timesteps=steps,
-            callback=callback,
+            callback=callbacks,
             reset_num_timesteps=self.steps_trained == 0,
             progress_bar=progress,
             tb_log_name="ppo",
