@@ -1,7 +1,8 @@
 """Importing a LeRobot v3.0 recording: 200 episodes × 300 frames × 2 cameras (96×96, 50 episodes
 per data and video file) written by `write_lerobot`, then, each in a fresh process, (i) our
 import (`read_lerobot` → `import_episodes` into a new dataset: every episode a video-backed
-trajectory, its clips cut) and the peers, which only read the same files: (ii) pyarrow reads
+trajectory of both cameras, the front one compared and the wrist one for the encoder, its
+clips cut) and the peers, which only read the same files: (ii) pyarrow reads
 every data parquet and PyAV demuxes every mp4 (what an import needs to know: the frames'
 count and place), (iii) the same with every frame decoded. Prints wall time and peak RSS of
 each, and our ratios; exits non-zero if our peak RSS reaches 1.5 GB.
@@ -64,7 +65,8 @@ def run_ours(recording: Path, dataset: Path) -> dict:
     start = time.perf_counter()
     with PreferenceDataset.create(dataset) as store:
         summary = import_episodes(read_lerobot(recording), store, "lerobot",
-                                  RecordingImportConfig(camera=CAMERAS[0], progress=False))
+                                  RecordingImportConfig(camera=CAMERAS[0], encoder_cameras=CAMERAS[1:],
+                                                        progress=False))
     return {"seconds": time.perf_counter() - start, "episodes": len(summary.stored)}
 
 
