@@ -3,7 +3,7 @@ in the labeling app's triplet mode).
 
 ```
 dataset ──3-clip queries + RANKING labels──▶ Triplets ──split by query──▶ train / held out
-clip frames (of each camera asked for) ──every stride-th, resized──▶ videos ──frozen backbone──▶ features (N, T, F)
+clip frames, each camera seen ──every stride-th, resized──▶ videos ──frozen backbone──▶ features (N, T, F)
 features + train triplets ──train_alignment──▶ projection ──▶ encoder file (encoder_weights)
 ```
 The backbone stays frozen: its features are computed once and only the projection is

@@ -4,7 +4,8 @@ steps by DDIM (eta = 0) in numpy around the exported networks: the encoder once 
 FiLM network once per chunk for all its steps, the denoiser once per step.
 
 Backends: "onnxruntime" (*.onnx), "torchscript" (*.pt) and "eager" (the PyTorch policy saved in
-the export, for comparisons); all three run the same sampler. Observations: {"state": (Ds,) float, camera: (H, W, 3) uint8} per step.
+the export, for comparisons); all three run the same sampler. Observations: {"state": (Ds,)
+float, camera: (H, W, 3) uint8} per step.
 """
 
 from __future__ import annotations
