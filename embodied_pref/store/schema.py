@@ -55,6 +55,11 @@ def _id() -> Column:
     return Column("id", Text, nullable=False, unique=True)
 
 
+def _video_columns() -> list[Column]:
+    """Where frames live in an mp4: its path in the dataset, SHA-256 and size (NULL: in the npz)."""
+    return [Column("video_file", Text), Column("video_sha256", Text), Column("video_bytes", _BIG)]
+
+
 meta = Table(
     "meta", metadata,
     Column("key", Text, primary_key=True),
@@ -78,9 +83,7 @@ trajectories = Table(
     Column("file", Text, nullable=False),
     Column("sha256", Text, nullable=False),
     Column("created_at", _REAL, nullable=False),
-    Column("video_file", Text),
-    Column("video_sha256", Text),
-    Column("video_bytes", _BIG),
+    *_video_columns(),
     sqlite_autoincrement=True,
 )
 clips = Table(
@@ -147,9 +150,7 @@ trajectory_views = Table(
     Column("position", Integer, nullable=False),
     Column("frame_height", Integer, nullable=False),
     Column("frame_width", Integer, nullable=False),
-    Column("video_file", Text),
-    Column("video_sha256", Text),
-    Column("video_bytes", _BIG),
+    *_video_columns(),
 )
 """A trajectory's further cameras (`Trajectory.views`): its frames in the npz as
 ``view{position}_frames``, or in an mp4 (``video_*``, as the trajectory's own) read at
