@@ -277,3 +277,18 @@ def test_state_reward_reproduces_the_env_reward(embodiment):
         rewards.append(reward)
     assert len(set(np.round(rewards, 4))) > 5  # debris moved, so the check is not trivial
     np.testing.assert_allclose(state_reward(np.array(next_obs)), rewards, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["sweep", "avoid"])
+def test_eval_score_is_x_magicals_score_at_every_step(task):
+    env = SweepToTopEnv("Gripper", layout="random", task=task)
+    scores = []
+    for seed, quality in ((0, 1.0), (1, 0.9), (2, 0.4)):
+        obs, info = env.reset(seed=seed)
+        sweeper, truncated = ScriptedSweeper(env, quality=quality, seed=seed), False
+        while not truncated:
+            assert info["eval_score"] == env._inner.score_on_end_of_traj()
+            scores.append(info["eval_score"])
+            obs, _, _, truncated, info = env.step(sweeper(obs))
+    # Blocks were delivered and some left out, so both outcomes of the containment test occur.
+    assert {0.0, 1 / 3}.issubset(scores) and max(scores) == 1.0
