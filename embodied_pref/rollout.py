@@ -11,11 +11,13 @@ frames (such as MineRL BASALT), optionally streaming them to an mp4.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.connection
 import os
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from embodied_pref.data import Trajectory
 from embodied_pref.data.video import VideoFrames, VideoWriter
@@ -139,8 +141,9 @@ def vector_rollouts(
     `reset(seed=seeds[i])` and is recorded as `rollout` records it; `policy` learns which
     episode each observation belongs to, so that when it draws each episode's actions from
     that episode's own random stream, an episode does not depend on how many envs there are
-    or which episodes run beside it. Envs left without an episode keep stepping (every env of
-    a VecEnv steps together) on actions that are not recorded."""
+    or which episodes run beside it. The workers of a `SubprocVecEnv` each step as soon as
+    their own action is ready (`_PipelinedSteps`); the envs of any other VecEnv step together,
+    and those left without an episode keep stepping on actions that are not recorded."""
     workers = venv.num_envs
     plays = [list(range(k, len(seeds), workers)) for k in range(workers)]
     for k, episodes in enumerate(plays):
@@ -148,29 +151,93 @@ def vector_rollouts(
     obs = venv.reset()
     frame = (lambda info: info["frame"]) if record_frames else (lambda info: None)
     running = {k: _Episode(obs[k], frame(venv.reset_infos[k])) for k in range(workers) if plays[k]}
+    waiting = {k: obs[k] for k in running}  # envs whose next action is to be chosen, with their observation
     done_count = [0] * workers
-    actions = np.stack([np.asarray(venv.action_space.sample(), dtype=np.float32)] * workers)
     env_name = venv.get_attr("env_name", indices=[0])[0]
+    steps = _PipelinedSteps(venv) if isinstance(venv, SubprocVecEnv) else _LockstepSteps(venv)
     trajectories: dict[int, Trajectory] = {}
-    while running:
-        active = sorted(running)
-        actions[active] = np.asarray(policy(obs[active], [plays[k][done_count[k]] for k in active]), dtype=np.float32)
-        obs, rewards, dones, infos = venv.step(actions)
-        for k in active:
-            info, episode = infos[k], running[k]
-            last = info["terminal_observation"] if dones[k] else obs[k]
-            episode.add(actions[k].copy(), info.get("gt_reward", rewards[k]), last, frame(info))
-            if not dones[k]:
-                continue
-            index = plays[k][done_count[k]]
-            trajectories[index] = episode.trajectory(seeds[index], not info["TimeLimit.truncated"],
-                                                     _episode_labels(env_name, info, metadata))
-            done_count[k] += 1
-            if done_count[k] < len(plays[k]):
-                running[k] = _Episode(obs[k], frame(venv.reset_infos[k]))
-            else:
-                del running[k]
+    with steps:
+        while running:
+            if waiting:
+                ready = sorted(waiting)
+                chosen = np.asarray(policy(np.stack([waiting[k] for k in ready]),
+                                           [plays[k][done_count[k]] for k in ready]), dtype=np.float32)
+                for k, action in zip(ready, chosen):
+                    steps.send(k, action)
+                waiting = {}
+            for k, action, (next_obs, reward, done, info, reset_info) in steps.answers():
+                episode = running[k]
+                episode.add(action, info.get("gt_reward", reward), info["terminal_observation"] if done else next_obs,
+                            frame(info))
+                if not done:
+                    waiting[k] = next_obs
+                    continue
+                index = plays[k][done_count[k]]
+                trajectories[index] = episode.trajectory(seeds[index], not info["TimeLimit.truncated"],
+                                                         _episode_labels(env_name, info, metadata))
+                done_count[k] += 1
+                if done_count[k] < len(plays[k]):
+                    running[k] = _Episode(next_obs, frame(reset_info))
+                    waiting[k] = next_obs
+                else:
+                    del running[k]
     return [trajectories[i] for i in range(len(seeds))]
+
+
+StepAnswer = tuple[np.ndarray, float, bool, dict[str, Any], dict[str, Any]]
+"""One env's step as a VecEnv reports it: (observation, reward, done, info, reset info), the
+observation and reset info those of the next episode when done."""
+
+
+class _LockstepSteps(contextlib.AbstractContextManager):
+    """Steps every env of a VecEnv together, once each env with an episode has its action;
+    the others repeat their last one."""
+
+    def __init__(self, venv: VecEnv) -> None:
+        self._venv = venv
+        self._actions = np.stack([np.asarray(venv.action_space.sample(), dtype=np.float32)] * venv.num_envs)
+        self._sent: list[int] = []
+
+    def send(self, k: int, action: np.ndarray) -> None:
+        self._actions[k] = action
+        self._sent.append(k)
+
+    def answers(self) -> list[tuple[int, np.ndarray, StepAnswer]]:
+        obs, rewards, dones, infos = self._venv.step(self._actions)
+        sent, self._sent = self._sent, []
+        return [(k, self._actions[k].copy(), (obs[k], rewards[k], bool(dones[k]), infos[k], self._venv.reset_infos[k]))
+                for k in sent]
+
+    def __exit__(self, *exc: object) -> None:
+        """Nothing is owed: every step was answered."""
+
+
+class _PipelinedSteps(contextlib.AbstractContextManager):
+    """Steps each worker of a `SubprocVecEnv` on its own: an action goes to its worker as soon
+    as it is chosen and answers are taken in the order they arrive, so that choosing one env's
+    action overlaps the other workers' stepping. It speaks the workers' "step" command as
+    `SubprocVecEnv.step_async`/`step_wait` do (a finished episode is reset in the worker);
+    leaving the block collects the answers still owed, so the VecEnv stays usable after an
+    error."""
+
+    def __init__(self, venv: SubprocVecEnv) -> None:
+        self._remotes = venv.remotes
+        self._actions: dict[int, np.ndarray] = {}
+
+    def send(self, k: int, action: np.ndarray) -> None:
+        self._remotes[k].send(("step", action))
+        self._actions[k] = action.copy()
+
+    def answers(self) -> list[tuple[int, np.ndarray, StepAnswer]]:
+        ready = set(multiprocessing.connection.wait([self._remotes[k] for k in self._actions]))
+        arrived = [k for k in sorted(self._actions) if self._remotes[k] in ready]
+        return [(k, self._actions.pop(k), self._remotes[k].recv()) for k in arrived]
+
+    def __exit__(self, *exc: object) -> None:
+        for k in list(self._actions):
+            with contextlib.suppress(EOFError, ConnectionError):  # a worker that died owes nothing
+                self._remotes[k].recv()
+        self._actions.clear()
 
 
 def record_pixel_episode(

@@ -1,11 +1,14 @@
 """PPO rollouts over vectorized envs: the same episodes for any number of envs, in or out of process."""
 
+import itertools
+
 import gymnasium
 import numpy as np
 import pytest
 from stable_baselines3.common.distributions import StateDependentNoiseDistribution
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from embodied_pref.rollout import rollout
+from embodied_pref.rollout import ScheduledEpisodes, rollout, vector_rollouts
 from envs.xmagical import env_id
 from policies.ppo import PPOAgent, PPOConfig
 
@@ -73,3 +76,38 @@ def test_rollouts_name_an_action_distribution_they_cannot_seed():
     with pytest.raises(ValueError, match="expected a diagonal Gaussian or \\(multi-\\)categorical action distribution"):
         agent.rollouts(1, seed=0)
     agent.close()
+
+
+def _random_policy(seeds):
+    """Uniform Longstick actions, each episode from a generator seeded by its seed."""
+    rngs = {}
+
+    def policy(obs, episodes):
+        return np.stack([rngs.setdefault(i, np.random.default_rng(seeds[i])).uniform(-1, 1, 2) for i in episodes])
+
+    return policy
+
+
+def test_an_error_midway_leaves_the_worker_processes_in_step():
+    spec = gymnasium.spec(SHORT)
+    subproc = SubprocVecEnv([lambda: ScheduledEpisodes(gymnasium.make(spec))] * 2)
+    in_process = DummyVecEnv([lambda: ScheduledEpisodes(gymnasium.make(spec))])
+    seeds = [3, 4, 5]
+    try:
+        calls, working = itertools.count(), _random_policy(seeds)
+
+        def failing(obs, episodes):
+            if next(calls) == 30:
+                raise RuntimeError("the policy failed")
+            return working(obs, episodes)
+
+        with pytest.raises(RuntimeError, match="the policy failed"):
+            vector_rollouts(subproc, failing, seeds)
+        # The steps sent before the error are answered and dropped: the workers take commands again.
+        again = vector_rollouts(subproc, _random_policy(seeds), seeds)
+        expected = vector_rollouts(in_process, _random_policy(seeds), seeds)
+        assert [t.length for t in again] == [50, 50, 50]
+        _assert_same(again, expected)
+    finally:
+        subproc.close()
+        in_process.close()
