@@ -1,6 +1,7 @@
-"""Rollout throughput: steps/s of episodes played over 1 vs 2 subprocess workers (PPO's policy
-through `PPOAgent.rollouts`, and uniformly random actions through `vector_rollouts`), whether
-the episodes are the same for the same seeds, and steps/s of the learned-reward wrapper
+"""Rollout throughput: steps/s of episodes played over 1 vs 2 subprocess workers, each running
+its own copy of the policy (PPO's policy through `PPOAgent.rollouts`, and uniformly random
+actions through `vector_rollouts(..., in_workers=True)`), whether the episodes are the same for
+the same seeds, and steps/s of the learned-reward wrapper
 (`LearnedRewardVecEnv` paying the demo's reward ensemble, standardized) against the bare VecEnv
 it wraps, in CPU time of this process: deferred as PPO runs it (each rollout of --rollout-steps
 steps paid in one batched reward call at its end), and per step for comparison. The cores are
@@ -48,17 +49,19 @@ def _scheduled_env(name: str) -> gymnasium.Env:
     return ScheduledEpisodes(env)
 
 
-def _random_policy(space: gymnasium.spaces.Box, seeds: Sequence[int]) -> Callable[[np.ndarray, Sequence[int]], np.ndarray]:
-    """Uniform actions, each episode from its own generator seeded by its seed."""
-    rngs: dict[int, np.random.Generator] = {}
+class _RandomPolicy:
+    """Uniform actions, each episode from its own generator seeded by its seed; picklable, so
+    that worker processes can run it."""
 
-    def policy(obs: np.ndarray, episodes: Sequence[int]) -> np.ndarray:
+    def __init__(self, space: gymnasium.spaces.Box, seeds: Sequence[int]) -> None:
+        self.space, self.seeds = space, list(seeds)
+        self._rngs: dict[int, np.random.Generator] = {}
+
+    def __call__(self, obs: np.ndarray, episodes: Sequence[int]) -> np.ndarray:
         for i in episodes:
-            if i not in rngs:
-                rngs[i] = np.random.default_rng(seeds[i])
-        return np.stack([rngs[i].uniform(space.low, space.high) for i in episodes])
-
-    return policy
+            if i not in self._rngs:
+                self._rngs[i] = np.random.default_rng(self.seeds[i])
+        return np.stack([self._rngs[i].uniform(self.space.low, self.space.high) for i in episodes])
 
 
 def _timed(play: Callable[[], list[Trajectory]], repeats: int) -> tuple[float, list[Trajectory]]:
@@ -103,9 +106,10 @@ def random_rates(name: str, episodes: int, repeats: int, seed: int) -> tuple[lis
         try:
             space = venv.action_space
             warm_up = [seed + 10_000 + i for i in range(workers)]
-            vector_rollouts(venv, _random_policy(space, warm_up), warm_up)
+            vector_rollouts(venv, _RandomPolicy(space, warm_up), warm_up, in_workers=True)
             seeds = [seed + i for i in range(episodes)]
-            rate, trajectories = _timed(lambda: vector_rollouts(venv, _random_policy(space, seeds), seeds), repeats)
+            rate, trajectories = _timed(
+                lambda: vector_rollouts(venv, _RandomPolicy(space, seeds), seeds, in_workers=True), repeats)
         finally:
             venv.close()
         rates.append(rate)
@@ -119,7 +123,7 @@ def demo_reward(seed: int) -> StandardizedReward:
     inference costs the same)."""
     env = gymnasium.make(STATE)
     seeds = [seed + i for i in range(4)]
-    policy = _random_policy(env.action_space, seeds)
+    policy = _RandomPolicy(env.action_space, seeds)
     obs, acts, next_obs = [], [], []
     for i, s in enumerate(seeds):
         o, _ = env.reset(seed=s)

@@ -79,6 +79,14 @@ class ScheduledEpisodes(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return obs, reward, terminated, truncated, self._with_frame(info)
 
+    def play(self, policy: EpisodePolicy, seeds: Sequence[int], episodes: Sequence[int], record_frames: bool,
+             metadata: Mapping[str, Any] | None) -> list[Trajectory]:
+        """Plays episodes `episodes` (their seeds `seeds`) here, one after another, `policy`
+        choosing every action in this process: a worker's share of `vector_rollouts(...,
+        in_workers=True)`."""
+        return [rollout(self.env, lambda obs, i=i: policy(obs[None], [i])[0], seed, record_frames=record_frames,
+                        metadata=metadata) for seed, i in zip(seeds, episodes, strict=True)]
+
     def _with_frame(self, info: dict[str, Any]) -> dict[str, Any]:
         return {**info, "frame": self.env.render()} if self._record_frames else info
 
@@ -135,6 +143,7 @@ def vector_rollouts(
     *,
     record_frames: bool = False,
     metadata: Mapping[str, Any] | None = None,
+    in_workers: bool = False,
 ) -> list[Trajectory]:
     """One episode per seed, in the order of `seeds`, run over the envs of `venv` side by side:
     env k plays episodes k, k + num_envs, k + 2·num_envs, ... Episode i starts from
@@ -143,9 +152,18 @@ def vector_rollouts(
     that episode's own random stream, an episode does not depend on how many envs there are
     or which episodes run beside it. The workers of a `SubprocVecEnv` each step as soon as
     their own action is ready (`_PipelinedSteps`); the envs of any other VecEnv step together,
-    and those left without an episode keep stepping on actions that are not recorded."""
+    and those left without an episode keep stepping on actions that are not recorded.
+
+    in_workers: each worker of a `SubprocVecEnv` plays its episodes with its own copy of
+    `policy` (which must pickle), and this process only collects them: no step waits on this
+    process, but the episodes are the same only where the policy computes the same in every
+    process (on the CPU)."""
     workers = venv.num_envs
     plays = [list(range(k, len(seeds), workers)) for k in range(workers)]
+    if in_workers:
+        if not isinstance(venv, SubprocVecEnv):
+            raise ValueError(f"vector_rollouts(in_workers=True): expected a SubprocVecEnv, found {type(venv).__name__}")
+        return _played_in_workers(venv, policy, seeds, plays, record_frames, metadata)
     for k, episodes in enumerate(plays):
         venv.env_method("schedule", [seeds[i] for i in episodes], record_frames, indices=[k])
     obs = venv.reset()
@@ -181,6 +199,27 @@ def vector_rollouts(
                     waiting[k] = next_obs
                 else:
                     del running[k]
+    return [trajectories[i] for i in range(len(seeds))]
+
+
+def _played_in_workers(venv: SubprocVecEnv, policy: EpisodePolicy, seeds: Sequence[int], plays: list[list[int]],
+                       record_frames: bool, metadata: Mapping[str, Any] | None) -> list[Trajectory]:
+    """Every worker plays its episodes at once (`ScheduledEpisodes.play`, through the workers'
+    "env_method" command as `SubprocVecEnv.env_method` speaks it, each with its own share)."""
+    busy = [k for k in range(venv.num_envs) if plays[k]]
+    for k in busy:
+        venv.remotes[k].send(("env_method", ("play", (policy, [seeds[i] for i in plays[k]], plays[k], record_frames,
+                                                      metadata), {})))
+    trajectories: dict[int, Trajectory] = {}
+    stopped = []
+    for k in busy:
+        try:
+            trajectories.update(zip(plays[k], venv.remotes[k].recv()))
+        except EOFError:
+            stopped.append(k)
+    if stopped:
+        raise RuntimeError(f"vector_rollouts: worker processes {stopped} stopped while playing their episodes "
+                           "(their traceback is printed above)")
     return [trajectories[i] for i in range(len(seeds))]
 
 

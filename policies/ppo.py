@@ -48,6 +48,7 @@ from stable_baselines3.common.distributions import (
     MultiCategoricalDistribution,
 )
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
@@ -173,6 +174,51 @@ class _MakeRolloutEnv:
         return ScheduledEpisodes(env)
 
 
+class _EpisodeSampler:
+    """`PPOAgent.rollouts`' policy: episode i's actions drawn with a torch.Generator seeded
+    seeds[i], one observation at a time; picklable, so that worker processes can run it."""
+
+    def __init__(self, policy: ActorCriticPolicy, seeds: list[int], observation_shape: tuple[int, ...],
+                 action_space: gym.Space, env_id: str) -> None:
+        if not isinstance(policy.action_dist, (DiagGaussianDistribution, CategoricalDistribution,
+                                               MultiCategoricalDistribution)):
+            raise ValueError(f"PPOAgent.rollouts({env_id}): expected a diagonal Gaussian or (multi-)categorical "
+                             f"action distribution, found {type(policy.action_dist).__name__}")
+        self.policy, self.seeds = policy, seeds
+        self.observation_shape, self.action_space = observation_shape, action_space
+        self._generators: dict[int, torch.Generator] = {}
+
+    def __call__(self, obs: np.ndarray, episodes: list[int]) -> np.ndarray:
+        for i in episodes:
+            if i not in self._generators:
+                self._generators[i] = torch.Generator().manual_seed(self.seeds[i])
+        return np.stack([self._sample(row, self._generators[i]) for row, i in zip(obs, episodes)])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_generators": {}}  # generators start where each episode starts
+
+    @torch.no_grad()
+    def _sample(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        """One action for one observation (flattened images too), drawn with `generator` from
+        the action distribution of the policy (in evaluation mode): (D,) -> (A,), clipped to a
+        Box's bounds like SB3's `predict`. Reads the distribution's parameters off the policy's
+        layers as `get_distribution` does, without building a torch Distribution (half the cost)."""
+        policy = self.policy
+        obs_tensor, _ = policy.obs_to_tensor(obs.reshape(self.observation_shape))
+        latent = policy.mlp_extractor.forward_actor(policy.extract_features(obs_tensor, policy.pi_features_extractor))
+        out = policy.action_net(latent).cpu()
+        if isinstance(policy.action_dist, DiagGaussianDistribution):
+            action = (out + policy.log_std.exp().cpu() * torch.randn(out.shape, generator=generator)).numpy()
+        else:
+            dims = getattr(policy.action_dist, "action_dims", [out.shape[-1]])
+            action = torch.cat([torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+                                for logits in torch.split(out, list(dims), dim=-1)], dim=-1).numpy()
+        action = action.reshape(self.action_space.shape)
+        if isinstance(self.action_space, gym.spaces.Box):
+            action = np.clip(action, self.action_space.low, self.action_space.high)
+        return action
+
+
 class _PeriodicCheckpoint(BaseCallback):
     """Saves the agent to `directory/agent_{num_timesteps}_steps.zip` once the step count has
     passed a multiple of `every`, between PPO updates (so the saved policy has learned from
@@ -290,20 +336,15 @@ class PPOAgent:
         `config.n_envs` env copies (`config.vec_env`, made once and kept until `close`).
         Episode i samples its actions with a torch.Generator seeded seed+i and the policy sees
         its observations one at a time (a batched forward pass rounds differently), so the
-        episodes are the same for any `n_envs` and either `vec_env`. Image observations are
-        stored flattened: `observations` (T+1, H·W·C) float32."""
-        seeds = [seed + i for i in range(n)]
-        generators: dict[int, torch.Generator] = {}
-
-        def policy(obs: np.ndarray, episodes: list[int]) -> np.ndarray:
-            for i in episodes:
-                if i not in generators:
-                    generators[i] = torch.Generator().manual_seed(seeds[i])
-            return np.stack([self._sample(row, generators[i]) for row, i in zip(obs, episodes)])
-
+        episodes are the same for any `n_envs` and either `vec_env`. With subprocess workers
+        and a policy on the CPU, each worker runs a copy of the policy and plays its episodes
+        on its own. Image observations are stored flattened: `observations` (T+1, H·W·C) float32."""
         self.model.policy.set_training_mode(False)
-        return vector_rollouts(self._rollout_venv(), policy, seeds, record_frames=record_frames,
-                               metadata={"policy": "ppo", "steps_trained": self.steps_trained})
+        sampler = _EpisodeSampler(self.model.policy, [seed + i for i in range(n)], self.venv.observation_space.shape,
+                                  self.venv.action_space, self.env_id)
+        return vector_rollouts(self._rollout_venv(), sampler, sampler.seeds, record_frames=record_frames,
+                               metadata={"policy": "ppo", "steps_trained": self.steps_trained},
+                               in_workers=self.config.vec_env == "subproc" and self.model.device.type == "cpu")
 
     def _rollout_venv(self) -> VecEnv:
         if self._rollout_env is None:
@@ -312,30 +353,6 @@ class PPOAgent:
                                    self.env_kwargs)
             self._rollout_env = (SubprocVecEnv if subproc else DummyVecEnv)([make] * self.config.n_envs)
         return self._rollout_env
-
-    @torch.no_grad()
-    def _sample(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
-        """One action for one observation (flattened images too), drawn with `generator` from
-        the action distribution of the policy (in evaluation mode): (D,) -> (A,), clipped to a
-        Box's bounds like SB3's `predict`. Reads the distribution's parameters off the policy's
-        layers as `get_distribution` does, without building a torch Distribution (half the cost)."""
-        policy = self.model.policy
-        obs_tensor, _ = policy.obs_to_tensor(obs.reshape(self.venv.observation_space.shape))
-        latent = policy.mlp_extractor.forward_actor(policy.extract_features(obs_tensor, policy.pi_features_extractor))
-        out = policy.action_net(latent).cpu()
-        if isinstance(policy.action_dist, DiagGaussianDistribution):
-            action = (out + policy.log_std.exp().cpu() * torch.randn(out.shape, generator=generator)).numpy()
-        elif isinstance(policy.action_dist, (CategoricalDistribution, MultiCategoricalDistribution)):
-            dims = getattr(policy.action_dist, "action_dims", [out.shape[-1]])
-            action = torch.cat([torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
-                                for logits in torch.split(out, list(dims), dim=-1)], dim=-1).numpy()
-        else:
-            raise ValueError(f"PPOAgent.rollouts({self.env_id}): expected a diagonal Gaussian or (multi-)categorical "
-                             f"action distribution, found {type(policy.action_dist).__name__}")
-        action = action.reshape(self.venv.action_space.shape)
-        if isinstance(self.venv.action_space, gym.spaces.Box):
-            action = np.clip(action, self.venv.action_space.low, self.venv.action_space.high)
-        return action
 
     def save(self, path: str | Path) -> None:
         """Writes the SB3 zip at `path` (".zip" added when it has no suffix), with the reward
