@@ -111,3 +111,23 @@ def test_an_error_midway_leaves_the_worker_processes_in_step():
     finally:
         subproc.close()
         in_process.close()
+
+
+class _FailingPolicy:
+    def __call__(self, obs, episodes):
+        raise RuntimeError("the policy failed in a worker")
+
+
+def test_a_worker_whose_policy_fails_is_named_and_in_process_envs_are_refused():
+    spec = gymnasium.spec(SHORT)
+    subproc = SubprocVecEnv([lambda: ScheduledEpisodes(gymnasium.make(spec))] * 2)
+    try:
+        with pytest.raises(RuntimeError, match=r"worker processes \[0, 1\] stopped while playing"):
+            vector_rollouts(subproc, _FailingPolicy(), [0, 1, 2], in_workers=True)
+    finally:
+        for process in subproc.processes:
+            process.join(timeout=10)
+    in_process = DummyVecEnv([lambda: ScheduledEpisodes(gymnasium.make(spec))])
+    with pytest.raises(ValueError, match="in_workers=True.*expected a SubprocVecEnv, found DummyVecEnv"):
+        vector_rollouts(in_process, _random_policy([0]), [0], in_workers=True)
+    in_process.close()
