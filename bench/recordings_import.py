@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from embodied_pref.experiments.presets import parse_with_smoke
+from embodied_pref.process_memory import peak_rss_bytes
 from embodied_pref.recordings.episode import RecordedEpisode
 
 SIZE, FPS, CAMERAS = 96, 30.0, ("observation.images.front", "observation.images.wrist")
@@ -46,13 +47,6 @@ def synthetic_episodes(episodes: int, frames: int):
         yield RecordedEpisode(states=rng.normal(size=(frames, 14)), actions=rng.normal(size=(frames, 7)),
                               cameras=views, fps=FPS, rewards=rng.normal(size=frames), task="fold the towel",
                               name=f"episode_{e}")
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (VmHWM: unlike getrusage's ru_maxrss, it starts afresh
-    at exec and does not count the parent's memory from before the fork)."""
-    status = Path("/proc/self/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
 
 
 def run_ours(recording: Path, dataset: Path) -> dict:

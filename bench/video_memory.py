@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import numpy as np
 
 from embodied_pref.data.video import VideoFrames, write_video
 from embodied_pref.experiments.presets import parse_with_smoke
+from embodied_pref.process_memory import peak_rss_bytes
 
 HEIGHT, WIDTH, FPS = 360, 640, 20
 RSS_LIMIT_BYTES = 1 << 30
@@ -41,10 +41,6 @@ def moving_pattern(count: int):
         frame[..., 1] = (y + 2 * t) % 200
         frame[..., 2] = (((x + 3 * t) // 40 + y // 40) % 2) * 150
         yield frame + np.roll(texture, 5 * t, axis=1)
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def write_ticks(path: Path, count: int) -> None:
