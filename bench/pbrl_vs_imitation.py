@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ import numpy as np
 
 from embodied_pref.durable import write_atomic
 from embodied_pref.experiments.presets import parse_with_smoke
+from embodied_pref.process_memory import peak_rss_bytes
 
 SYSTEMS = ("ours", "imitation")
 TASKS = {"sweep": "xmagical-sweep", "avoid": "xmagical-avoid"}
@@ -217,7 +217,7 @@ def run_cell(cell: Cell) -> dict:
         wall = time.perf_counter() - start
         result = {"cell": asdict(cell), "wall_s": wall, "ppo_steps_taken": int(steps),
                   **score_reward(reward_fn, clips, cell.seed), "policy": evaluate_actor(act, cell)}
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_bytes() / 2**20
     return result
 
 

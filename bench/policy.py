@@ -5,8 +5,11 @@ on X-MAGICAL avoid (Gripper, state, layout "jitter") next to the scripted expert
 seeds. Prints one table with ratios and whether the goal "DDIM-10 >= 8x faster than DDPM-100
 at equal BC success within 5 points" holds with the measured numbers.
 
-    .venv/bin/python bench/policy.py [--quick | --smoke] [--unet cpu] [--device cpu|cuda] [--bc-steps 3000]
+    .venv/bin/python bench/policy.py [--quick | --smoke] [--unet tiny] [--device cpu|cuda] [--bc-steps 6000]
 
+Full size: tiny UNet, 100 demos, 6,000 BC steps × batch 128 at lr 1e-3, 50 latency calls
+(about 15 minutes on one CPU thread); `--unet cpu --bc-steps 3000 --bc-batch 256 --lr 1e-4`
+trains the larger UNet, over an hour on one thread.
 --quick: tiny UNet, 20 demos, 300 BC steps, 20 latency calls (a few minutes on 2 CPU cores).
 --smoke: every row in seconds (2 demos, 2 BC steps, 1 episode, torch.compile with its "eager"
 backend, which traces the UNet but generates no code).
@@ -39,8 +42,8 @@ STATE_DIM, ACTION_DIM = 17, 3
 SAMPLERS = (("DDPM-100", "ddpm", None), ("DDIM-10", "ddim", 10), ("DDIM-4", "ddim", 4))
 """(label, sampler, steps): DDPM always runs all train_timesteps (100) steps."""
 GOAL_SPEEDUP, GOAL_POINTS = 8.0, 5.0
-PRESETS = {"unet": ("cpu", "tiny", "tiny"), "calls": (50, 20, 2), "train_steps": (20, 5, 1),
-           "bc_demos": (100, 20, 2), "bc_steps": (3000, 300, 2), "bc_batch": (256, 64, 8), "lr": (1e-4, 1e-3, 1e-3),
+PRESETS = {"unet": ("tiny", "tiny", "tiny"), "calls": (50, 20, 2), "train_steps": (20, 5, 1),
+           "bc_demos": (100, 20, 2), "bc_steps": (6000, 300, 2), "bc_batch": (128, 64, 8), "lr": (1e-3, 1e-3, 1e-3),
            "episodes": (20, 20, 1), "compile_backend": ("inductor", "inductor", "eager")}
 """Per flag left out: (full, --quick, --smoke) value."""
 
@@ -178,7 +181,7 @@ def measure_success(config: DiffusionPolicyConfig, args: argparse.Namespace) -> 
     expert = scripted_episodes(TASK, EMBODIMENT, [1.0] * args.episodes, args.eval_seed, env_kwargs={"layout": LAYOUT})
     expert_score = float(np.mean([e.metadata["eval_score"] for e in expert]))
     demos = scripted_episodes(TASK, EMBODIMENT, [1.0] * args.bc_demos, args.demo_seed, env_kwargs={"layout": LAYOUT})
-    bc = BCConfig(steps=args.bc_steps, eval_every=args.bc_steps, progress=False, seed=args.seed,
+    bc = BCConfig(steps=args.bc_steps, eval_every=args.bc_steps, progress=not args.smoke, seed=args.seed,
                   trainer=TrainerConfig(learning_rate=args.lr, batch_size=args.bc_batch, device=str(args.device),
                                         warmup_steps=min(TrainerConfig().warmup_steps, args.bc_steps // 10)))
     trained = f"{args.bc_demos} demos, {args.bc_steps} steps × batch {args.bc_batch}, lr {args.lr:g}"
@@ -202,7 +205,7 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="tiny UNet, 20 demos, 300 BC steps, 20 latency calls")
     size.add_argument("--smoke", action="store_true", help="every row in seconds: 2 demos, 2 BC steps, 1 episode")
-    parser.add_argument("--unet", choices=("tiny", "cpu", "low-dim"), default=None, help="UNet preset (default cpu; tiny with --quick)")
+    parser.add_argument("--unet", choices=("tiny", "cpu", "low-dim"), default=None, help="UNet preset (default tiny)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--calls", type=int, default=None, help="timed sample_chunk calls per sampler (default 50; 20 with --quick)")
@@ -210,9 +213,9 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--compile-backend", default=None, help='torch.compile backend (default "inductor"; "eager" with --smoke)')
     parser.add_argument("--bc-demos", type=int, default=None, help="expert demonstrations for BC (default 100; 20 with --quick)")
-    parser.add_argument("--bc-steps", type=int, default=None, help="BC optimizer steps (default 3000; 300 with --quick)")
-    parser.add_argument("--bc-batch", type=int, default=None, help="BC batch size (default 256; 64 with --quick)")
-    parser.add_argument("--lr", type=float, default=None, help="BC learning rate (default 1e-4; 1e-3 with --quick)")
+    parser.add_argument("--bc-steps", type=int, default=None, help="BC optimizer steps (default 6000; 300 with --quick)")
+    parser.add_argument("--bc-batch", type=int, default=None, help="BC batch size (default 128; 64 with --quick)")
+    parser.add_argument("--lr", type=float, default=None, help="BC learning rate (default 1e-3)")
     parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes per sampler (default 20)")
     parser.add_argument("--eval-seed", type=int, default=1000, help="first evaluation seed (expert and policy)")
     parser.add_argument("--demo-seed", type=int, default=0, help="first demonstration seed")
