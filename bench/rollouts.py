@@ -17,7 +17,7 @@ import functools
 import multiprocessing
 import os
 import time
-from typing import Callable, Sequence
+from typing import Callable
 
 import gymnasium
 import numpy as np
@@ -29,7 +29,7 @@ from embodied_pref.data import Trajectory
 from embodied_pref.experiments.presets import parse_with_smoke
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.reward_nets import RewardEnsemble, StandardizedReward
-from embodied_pref.rollout import ScheduledEpisodes, vector_rollouts
+from embodied_pref.rollout import ScheduledEpisodes, SeededRandomPolicy, vector_rollouts
 from envs.xmagical import env_id
 from policies.learned_reward import LearnedRewardVecEnv
 from policies.ppo import PPOAgent, PPOConfig
@@ -47,21 +47,6 @@ def _scheduled_env(name: str) -> gymnasium.Env:
     if len(env.observation_space.shape) > 1:
         env = gymnasium.wrappers.FlattenObservation(env)
     return ScheduledEpisodes(env)
-
-
-class _RandomPolicy:
-    """Uniform actions, each episode from its own generator seeded by its seed; picklable, so
-    that worker processes can run it."""
-
-    def __init__(self, space: gymnasium.spaces.Box, seeds: Sequence[int]) -> None:
-        self.space, self.seeds = space, list(seeds)
-        self._rngs: dict[int, np.random.Generator] = {}
-
-    def __call__(self, obs: np.ndarray, episodes: Sequence[int]) -> np.ndarray:
-        for i in episodes:
-            if i not in self._rngs:
-                self._rngs[i] = np.random.default_rng(self.seeds[i])
-        return np.stack([self._rngs[i].uniform(self.space.low, self.space.high) for i in episodes])
 
 
 def _timed(play: Callable[[], list[Trajectory]], repeats: int) -> tuple[float, list[Trajectory]]:
@@ -106,10 +91,10 @@ def random_rates(name: str, episodes: int, repeats: int, seed: int) -> tuple[lis
         try:
             space = venv.action_space
             warm_up = [seed + 10_000 + i for i in range(workers)]
-            vector_rollouts(venv, _RandomPolicy(space, warm_up), warm_up, in_workers=True)
+            vector_rollouts(venv, SeededRandomPolicy(space, warm_up), warm_up, in_workers=True)
             seeds = [seed + i for i in range(episodes)]
             rate, trajectories = _timed(
-                lambda: vector_rollouts(venv, _RandomPolicy(space, seeds), seeds, in_workers=True), repeats)
+                lambda: vector_rollouts(venv, SeededRandomPolicy(space, seeds), seeds, in_workers=True), repeats)
         finally:
             venv.close()
         rates.append(rate)
@@ -123,7 +108,7 @@ def demo_reward(seed: int) -> StandardizedReward:
     inference costs the same)."""
     env = gymnasium.make(STATE)
     seeds = [seed + i for i in range(4)]
-    policy = _RandomPolicy(env.action_space, seeds)
+    policy = SeededRandomPolicy(env.action_space, seeds)
     obs, acts, next_obs = [], [], []
     for i, s in enumerate(seeds):
         o, _ = env.reset(seed=s)

@@ -204,23 +204,62 @@ def vector_rollouts(
 
 def _played_in_workers(venv: SubprocVecEnv, policy: EpisodePolicy, seeds: Sequence[int], plays: list[list[int]],
                        record_frames: bool, metadata: Mapping[str, Any] | None) -> list[Trajectory]:
-    """Every worker plays its episodes at once (`ScheduledEpisodes.play`, through the workers'
-    "env_method" command as `SubprocVecEnv.env_method` speaks it, each with its own share)."""
+    """Every worker plays its episodes at once (`ScheduledEpisodes.play`, each with its own share)."""
+    pipes = _WorkerPipes(venv)
     busy = [k for k in range(venv.num_envs) if plays[k]]
     for k in busy:
-        venv.remotes[k].send(("env_method", ("play", (policy, [seeds[i] for i in plays[k]], plays[k], record_frames,
-                                                      metadata), {})))
+        pipes.call(k, "play", policy, [seeds[i] for i in plays[k]], plays[k], record_frames, metadata)
     trajectories: dict[int, Trajectory] = {}
     stopped = []
     for k in busy:
         try:
-            trajectories.update(zip(plays[k], venv.remotes[k].recv()))
+            trajectories.update(zip(plays[k], pipes.answer(k)))
         except EOFError:
             stopped.append(k)
     if stopped:
         raise RuntimeError(f"vector_rollouts: worker processes {stopped} stopped while playing their episodes "
                            "(their traceback is printed above)")
     return [trajectories[i] for i in range(len(seeds))]
+
+
+class _WorkerPipes:
+    """The commands of a `SubprocVecEnv`'s worker processes, one worker at a time, spoken as
+    `SubprocVecEnv.step_async` ("step") and `env_method` ("env_method") speak them: the one
+    place that depends on that protocol, which stable-baselines3 keeps private."""
+
+    def __init__(self, venv: SubprocVecEnv) -> None:
+        self._remotes = venv.remotes
+
+    def step(self, k: int, action: np.ndarray) -> None:
+        """Worker k steps its env (and resets it when the episode ends)."""
+        self._remotes[k].send(("step", action))
+
+    def call(self, k: int, method: str, *args: Any) -> None:
+        """Worker k calls `method(*args)` on its env (through wrappers, as `env_method` does)."""
+        self._remotes[k].send(("env_method", (method, args, {})))
+
+    def ready(self, workers: Sequence[int]) -> set[int]:
+        """Blocks until one of `workers` has an answer; those that have one."""
+        pipes = {self._remotes[k]: k for k in workers}
+        return {pipes[pipe] for pipe in multiprocessing.connection.wait(list(pipes))}
+
+    def answer(self, k: int) -> Any:
+        """Worker k's answer to its oldest command (EOFError if it stopped)."""
+        return self._remotes[k].recv()
+
+
+class SeededRandomPolicy:
+    """Uniform actions in a Box, each episode's from its own generator seeded by the episode's
+    seed: an `EpisodePolicy` whose episodes do not depend on how many envs play them. It
+    pickles, so worker processes can run it (`vector_rollouts(..., in_workers=True)`)."""
+
+    def __init__(self, space: gym.spaces.Box, seeds: Sequence[int]) -> None:
+        self.space, self.seeds = space, list(seeds)
+        self._rngs: dict[int, np.random.Generator] = {}
+
+    def __call__(self, obs: np.ndarray, episodes: Sequence[int]) -> np.ndarray:
+        rngs = [self._rngs.setdefault(i, np.random.default_rng(self.seeds[i])) for i in episodes]
+        return np.stack([rng.uniform(self.space.low, self.space.high) for rng in rngs])
 
 
 StepAnswer = tuple[np.ndarray, float, bool, dict[str, Any], dict[str, Any]]
@@ -254,28 +293,26 @@ class _LockstepSteps(contextlib.AbstractContextManager):
 class _PipelinedSteps(contextlib.AbstractContextManager):
     """Steps each worker of a `SubprocVecEnv` on its own: an action goes to its worker as soon
     as it is chosen and answers are taken in the order they arrive, so that choosing one env's
-    action overlaps the other workers' stepping. It speaks the workers' "step" command as
-    `SubprocVecEnv.step_async`/`step_wait` do (a finished episode is reset in the worker);
+    action overlaps the other workers' stepping. A finished episode is reset in its worker;
     leaving the block collects the answers still owed, so the VecEnv stays usable after an
     error."""
 
     def __init__(self, venv: SubprocVecEnv) -> None:
-        self._remotes = venv.remotes
+        self._pipes = _WorkerPipes(venv)
         self._actions: dict[int, np.ndarray] = {}
 
     def send(self, k: int, action: np.ndarray) -> None:
-        self._remotes[k].send(("step", action))
+        self._pipes.step(k, action)
         self._actions[k] = action.copy()
 
     def answers(self) -> list[tuple[int, np.ndarray, StepAnswer]]:
-        ready = set(multiprocessing.connection.wait([self._remotes[k] for k in self._actions]))
-        arrived = [k for k in sorted(self._actions) if self._remotes[k] in ready]
-        return [(k, self._actions.pop(k), self._remotes[k].recv()) for k in arrived]
+        arrived = sorted(self._pipes.ready(list(self._actions)))
+        return [(k, self._actions.pop(k), self._pipes.answer(k)) for k in arrived]
 
     def __exit__(self, *exc: object) -> None:
         for k in list(self._actions):
             with contextlib.suppress(EOFError, ConnectionError):  # a worker that died owes nothing
-                self._remotes[k].recv()
+                self._pipes.answer(k)
         self._actions.clear()
 
 

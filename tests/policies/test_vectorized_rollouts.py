@@ -8,7 +8,7 @@ import pytest
 from stable_baselines3.common.distributions import StateDependentNoiseDistribution
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from embodied_pref.rollout import ScheduledEpisodes, rollout, vector_rollouts
+from embodied_pref.rollout import ScheduledEpisodes, SeededRandomPolicy, rollout, vector_rollouts
 from envs.xmagical import env_id
 from policies.ppo import PPOAgent, PPOConfig
 
@@ -78,23 +78,13 @@ def test_rollouts_name_an_action_distribution_they_cannot_seed():
     agent.close()
 
 
-def _random_policy(seeds):
-    """Uniform Longstick actions, each episode from a generator seeded by its seed."""
-    rngs = {}
-
-    def policy(obs, episodes):
-        return np.stack([rngs.setdefault(i, np.random.default_rng(seeds[i])).uniform(-1, 1, 2) for i in episodes])
-
-    return policy
-
-
 def test_an_error_midway_leaves_the_worker_processes_in_step():
     spec = gymnasium.spec(SHORT)
     subproc = SubprocVecEnv([lambda: ScheduledEpisodes(gymnasium.make(spec))] * 2)
     in_process = DummyVecEnv([lambda: ScheduledEpisodes(gymnasium.make(spec))])
     seeds = [3, 4, 5]
     try:
-        calls, working = itertools.count(), _random_policy(seeds)
+        calls, working = itertools.count(), SeededRandomPolicy(subproc.action_space, seeds)
 
         def failing(obs, episodes):
             if next(calls) == 30:
@@ -104,8 +94,8 @@ def test_an_error_midway_leaves_the_worker_processes_in_step():
         with pytest.raises(RuntimeError, match="the policy failed"):
             vector_rollouts(subproc, failing, seeds)
         # The steps sent before the error are answered and dropped: the workers take commands again.
-        again = vector_rollouts(subproc, _random_policy(seeds), seeds)
-        expected = vector_rollouts(in_process, _random_policy(seeds), seeds)
+        again = vector_rollouts(subproc, SeededRandomPolicy(subproc.action_space, seeds), seeds)
+        expected = vector_rollouts(in_process, SeededRandomPolicy(subproc.action_space, seeds), seeds)
         assert [t.length for t in again] == [50, 50, 50]
         _assert_same(again, expected)
     finally:
@@ -129,5 +119,17 @@ def test_a_worker_whose_policy_fails_is_named_and_in_process_envs_are_refused():
             process.join(timeout=10)
     in_process = DummyVecEnv([lambda: ScheduledEpisodes(gymnasium.make(spec))])
     with pytest.raises(ValueError, match="in_workers=True.*expected a SubprocVecEnv, found DummyVecEnv"):
-        vector_rollouts(in_process, _random_policy([0]), [0], in_workers=True)
+        vector_rollouts(in_process, SeededRandomPolicy(in_process.action_space, [0]), [0], in_workers=True)
     in_process.close()
+
+
+def test_a_seeded_random_policy_draws_each_episode_from_its_own_seed():
+    space = gymnasium.spaces.Box(-1.0, 1.0, (2,))
+    together, apart = SeededRandomPolicy(space, [3, 4]), SeededRandomPolicy(space, [3, 4])
+    obs = np.zeros((2, 5))
+    side_by_side = np.concatenate([together(obs, [0, 1]), together(obs, [0, 1])])
+    one_by_one = np.concatenate([apart(obs[:1], [1]), apart(obs[:1], [1]), apart(obs[:1], [0]), apart(obs[:1], [0])])
+    np.testing.assert_array_equal(side_by_side[[0, 2]], one_by_one[[2, 3]])  # episode 0
+    np.testing.assert_array_equal(side_by_side[[1, 3]], one_by_one[[0, 1]])  # episode 1
+    assert not np.array_equal(side_by_side[0], side_by_side[1])
+    assert space.contains(side_by_side[0].astype(np.float32))
