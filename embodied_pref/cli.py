@@ -22,7 +22,7 @@ from embodied_pref.experiments.align_policy import AlignPolicyConfig, run_align_
 from embodied_pref.experiments.annotator_reliability import AnnotatorReliabilityConfig, run_annotator_reliability
 from embodied_pref.experiments.continuous_regret import ContinuousRegretConfig, run_continuous_regret
 from embodied_pref.experiments.crafter_demo import CRAFTER_TASKS, run_crafter_demo
-from embodied_pref.experiments.demo import DemoConfig, evaluate_policy, run_demo
+from embodied_pref.experiments.demo import DemoConfig, RunRefused, evaluate_policy, run_demo
 from embodied_pref.experiments.env_grid import render_env_grid
 from embodied_pref.experiments.presets import flags_given
 from embodied_pref.experiments.label_efficiency import LabelEfficiencyConfig, run_label_efficiency
@@ -578,7 +578,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="embodied-pref", args=args,
                                              description="Learn rewards from preferences over trajectory clips.")
-    except (DatasetError, RobotDataError) as err:  # a missing dataset, a bad recording: the message says it all
+    except (DatasetError, RobotDataError, RunRefused) as err:  # a missing dataset, a bad recording: the message says it all
         raise SystemExit(f"error: {err}") from None
 
 

@@ -13,6 +13,7 @@ import torch
 
 import distributed_training_run as job
 import test_reward_training as reward_data
+from embodied_pref.cli import main
 from embodied_pref.evaluation import evaluate_reward
 from embodied_pref.experiments.demo import DemoConfig, open_run
 from embodied_pref.experiments.results import save_results
@@ -103,4 +104,6 @@ def test_the_demo_refuses_to_run_under_torchrun(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match="run it without torchrun"):
         open_run(DemoConfig(runs_dir=tmp_path), "demo")
+    with pytest.raises(SystemExit, match="^error: the demo runs the PbRL loop.*run it without torchrun"):
+        main(["demo", "--runs-dir", str(tmp_path)])
     assert not list(tmp_path.iterdir())

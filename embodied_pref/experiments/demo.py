@@ -177,15 +177,19 @@ def held_out_clips(config: DemoConfig) -> SegmentBatch:
                                np.random.default_rng(config.seed))
 
 
+class RunRefused(RuntimeError):
+    """The demo will not start as asked; the message says why and what to pass instead."""
+
+
 def open_run(config: DemoConfig, description: str) -> tuple[Path, PreferenceDataset]:
     """The run directory and its dataset: created, or reopened with --resume."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RuntimeError("the demo runs the PbRL loop, whose dataset one process writes: run it without torchrun "
+        raise RunRefused("the demo runs the PbRL loop, whose dataset one process writes: run it without torchrun "
                            f"(WORLD_SIZE is {os.environ['WORLD_SIZE']})")
     run_dir = config.runs_dir / config.name
     dataset_dir = run_dir / "dataset"
     if dataset_dir.exists() and not config.resume:
-        raise FileExistsError(f"{run_dir}: exists; pass --resume to continue it or choose another --name")
+        raise RunRefused(f"{run_dir}: exists; pass --resume to continue it or choose another --name")
     dataset = (PreferenceDataset.open(dataset_dir) if dataset_dir.exists()
                else PreferenceDataset.create(dataset_dir, description=description))
     return run_dir, dataset

@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 
+from embodied_pref.cli import main
 from embodied_pref.evaluation import predicted_returns
 from embodied_pref.experiments.continuous_regret import ExpertValueConfig
-from embodied_pref.experiments.demo import DemoConfig, held_out_clips, held_out_epic, run_demo
+from embodied_pref.experiments.demo import DemoConfig, RunRefused, held_out_clips, held_out_epic, run_demo
 from embodied_pref.experiments.reward_quality import XMAGICAL_REWARD_NET
 from embodied_pref.loop import LoopConfig
 from embodied_pref.metrics import spearman
@@ -81,8 +82,11 @@ def test_tiny_demo_writes_report_and_plots(tmp_path, capsys):
 
 def test_demo_refuses_to_overwrite_a_run_without_resume(tmp_path):
     (tmp_path / "demo" / "dataset").mkdir(parents=True)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(RunRefused, match="--resume"):
         run_demo(DemoConfig(runs_dir=tmp_path))
+    with pytest.raises(SystemExit, match=r"^error: .*demo: exists; pass --resume"):  # a message, not a traceback
+        main(["demo", "--runs-dir", str(tmp_path)])
+    assert not list((tmp_path / "demo" / "dataset").iterdir())
 
 
 def test_tiny_demo_with_the_regret_preference_model(tmp_path):
