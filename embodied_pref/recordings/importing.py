@@ -48,8 +48,8 @@ class RecordingImportConfig:
     max_episodes: int | None = None
     """Import at most this many episodes (None: all)."""
     batch_episodes: int = 32
-    """Episodes stored per transaction (one commit for the lot); an interrupted import loses
-    at most the batch in flight, which the next run stores."""
+    """Episodes stored per transaction (one commit for the lot); a process killed mid-import
+    loses at most the batch in flight, which the next run stores."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -86,7 +86,8 @@ def import_episodes(episodes: Iterable[RecordedEpisode], dataset: PreferenceData
                     config: RecordingImportConfig = RecordingImportConfig()) -> RecordingImportSummary:
     """Store each episode as a trajectory cut into clips, `config.batch_episodes` episodes per
     transaction (memory does not grow with the number of episodes); episodes stored before are
-    left as they are."""
+    left as they are. When an episode fails to read or convert, or the import is interrupted,
+    the episodes read before it are stored before the error propagates."""
     stored_before = set(dataset.trajectory_ids())
     with_clips = {clip.trajectory_id for clip in dataset.clips()}
     stored, already, trajectory_of, clips = [], [], {}, 0
@@ -96,39 +97,45 @@ def import_episodes(episodes: Iterable[RecordedEpisode], dataset: PreferenceData
 
     def store_pending() -> None:
         nonlocal clips
-        stored.extend(dataset.add_trajectories(pending))
-        clips += sum(len(own_clips) for _, own_clips in pending)
-        pending.clear()
+        batch = pending[:]
+        pending.clear()  # taken even if storing fails, so that the failure is not retried
+        if batch:
+            stored.extend(dataset.add_trajectories(batch))
+            clips += sum(len(own_clips) for _, own_clips in batch)
         for path in encoded:
-            path.unlink()
+            path.unlink(missing_ok=True)  # a file the failing episode never wrote
         encoded.clear()
 
     bar = tqdm(episodes, desc=f"{source_format or 'recording'} episodes", unit="episode", disable=not config.progress)
     with tempfile.TemporaryDirectory(prefix=".import-", dir=dataset.path) as scratch:
-        for count, episode in enumerate(bar):
-            if config.max_episodes is not None and count >= config.max_episodes:
-                break
-            trajectory_id = episode_trajectory_id(source_format, episode)
-            trajectory_of[episode.name] = trajectory_id
-            if trajectory_id not in stored_before:
-                camera = _camera(episode, config.camera)
-                views = [name for name in config.encoder_cameras if name != camera]
-                for k, name in enumerate([camera, *views] if camera is not None else []):
-                    if config.encode_frames and not isinstance(episode.cameras.get(name), (VideoFrames, type(None))):
-                        encoded.append(Path(scratch) / f"{trajectory_id}.{k}.mp4")
-                        episode = _video_backed(episode, name, encoded[-1], config.lossless)
-                trajectory = to_trajectory(episode, camera, source_format, trajectory_id, config.embodiment, views)
-                pending.append((trajectory, consecutive_clips(trajectory_id, trajectory.length, config.clip_length)))
-                if len(pending) == config.batch_episodes:
-                    store_pending()
-                continue
-            already.append(trajectory_id)
-            if trajectory_id not in with_clips:  # stored without clips (by another command, or too short)
-                length = dataset.trajectory_info(trajectory_id)["length"]
-                own_clips = consecutive_clips(trajectory_id, length, config.clip_length)
-                dataset.add_clips(own_clips)
-                clips += len(own_clips)
-        store_pending()
+        try:
+            for count, episode in enumerate(bar):
+                if config.max_episodes is not None and count >= config.max_episodes:
+                    break
+                trajectory_id = episode_trajectory_id(source_format, episode)
+                trajectory_of[episode.name] = trajectory_id
+                if trajectory_id not in stored_before:
+                    camera = _camera(episode, config.camera)
+                    views = [name for name in config.encoder_cameras if name != camera]
+                    for k, name in enumerate([camera, *views] if camera is not None else []):
+                        in_memory = not isinstance(episode.cameras.get(name), (VideoFrames, type(None)))
+                        if config.encode_frames and in_memory:
+                            encoded.append(Path(scratch) / f"{trajectory_id}.{k}.mp4")
+                            episode = _video_backed(episode, name, encoded[-1], config.lossless)
+                    trajectory = to_trajectory(episode, camera, source_format, trajectory_id, config.embodiment, views)
+                    own_clips = consecutive_clips(trajectory_id, trajectory.length, config.clip_length)
+                    pending.append((trajectory, own_clips))
+                    if len(pending) == config.batch_episodes:
+                        store_pending()
+                    continue
+                already.append(trajectory_id)
+                if trajectory_id not in with_clips:  # stored without clips (by another command, or too short)
+                    length = dataset.trajectory_info(trajectory_id)["length"]
+                    own_clips = consecutive_clips(trajectory_id, length, config.clip_length)
+                    dataset.add_clips(own_clips)
+                    clips += len(own_clips)
+        finally:  # an episode that fails to read or convert keeps those read before it
+            store_pending()
     return RecordingImportSummary(tuple(stored), tuple(already), clips, trajectory_of)
 
 
