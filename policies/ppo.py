@@ -48,6 +48,7 @@ from stable_baselines3.common.distributions import (
     MultiCategoricalDistribution,
 )
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
@@ -303,6 +304,7 @@ class PPOAgent:
             tensorboard_log=None if log_dir is None else str(log_dir),
             verbose=0,
         )
+        _log_nowhere_without_log_dir(self.model)
         self.steps_trained = 0
         self._rollout_env: VecEnv | None = None
 
@@ -382,6 +384,7 @@ class PPOAgent:
             rms.mean, rms.var, rms.count = np.array(stats["mean"]), np.array(stats["var"]), stats["count"]
             self.train_env.returns = np.zeros(self.train_env.num_envs)
         self.model = PPO.load(str(path), env=self.train_env, device=self.config.device)
+        _log_nowhere_without_log_dir(self.model)
         self.steps_trained = self.model.num_timesteps
 
     def close(self) -> None:
@@ -390,6 +393,13 @@ class PPOAgent:
         if self._rollout_env is not None:
             self._rollout_env.close()
             self._rollout_env = None
+
+
+def _log_nowhere_without_log_dir(model: PPO) -> None:
+    """Without a logger of its own or a tensorboard_log, SB3 makes an empty SB3-<time> folder
+    in the temp directory on every `learn`; a logger that writes nowhere leaves it clean."""
+    if model.tensorboard_log is None:
+        model.set_logger(Logger(folder=None, output_formats=[]))
 
 
 def _zip_path(path: str | Path) -> Path:

@@ -1,3 +1,5 @@
+import tempfile
+
 import gymnasium
 import numpy as np
 import pytest
@@ -38,7 +40,9 @@ def test_learned_reward_replaces_reward_and_keeps_ground_truth():
     assert dones.all()
 
 
-def test_ppo_agent_trains_saves_and_reloads(tmp_path):
+def test_ppo_agent_trains_saves_and_reloads(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
     agent = PPOAgent(ENV, PPOConfig(n_envs=2, n_steps=64, batch_size=64, n_epochs=1, device="cpu"))
     agent.train(lambda o, a, n: np.zeros(len(o), np.float32), 256)
     assert agent.steps_trained == 256
@@ -51,6 +55,8 @@ def test_ppo_agent_trains_saves_and_reloads(tmp_path):
     other.load(tmp_path / "agent.zip")
     np.testing.assert_array_equal(agent.act(obs, deterministic=True), other.act(obs, deterministic=True))
     assert other.steps_trained >= 256
+    other.train(None, 128)
+    assert not list((tmp_path / "temp").iterdir())  # no empty SB3-<time> log folders left behind
 
 
 def test_config_and_agent_name_what_they_reject():
