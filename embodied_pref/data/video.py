@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -546,7 +546,10 @@ class VideoWriter:
         if (self._stream.height, self._stream.width) != self._input_size:
             picture = picture.reformat(width=self._stream.width, height=self._stream.height)
         try:
-            for packet in self._stream.encode(picture):
+            # The first frame opens the encoder.
+            with _threads_kept_out_of_real_time() if index == 0 else contextlib.nullcontext():
+                packets = self._stream.encode(picture)
+            for packet in packets:
                 self._container.mux(packet)
         except (av.FFmpegError, OSError) as err:
             raise VideoError(f"{self.path}: frame {index}: encoding failed ({err})") from None
@@ -596,6 +599,37 @@ class VideoWriter:
         fsync_file(self._tmp)
         os.replace(self._tmp, self.path)
         fsync_dir(self.path.parent)
+
+
+_REAL_TIME_POLICIES = {getattr(os, name) for name in ("SCHED_FIFO", "SCHED_RR") if hasattr(os, name)}
+
+
+def _scheduling_policies() -> dict[int, int]:
+    """{thread id: scheduling policy} of this process's threads (Linux; empty elsewhere)."""
+    tasks = Path("/proc/self/task")
+    if not (hasattr(os, "sched_getscheduler") and tasks.is_dir()):
+        return {}
+    policies = {}
+    for entry in tasks.iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            policies[int(entry.name)] = os.sched_getscheduler(int(entry.name))
+    return policies
+
+
+@contextlib.contextmanager
+def _threads_kept_out_of_real_time() -> Iterator[None]:
+    """libsvtav1, run as root, switches the thread that opens it to SCHED_FIFO at the highest
+    priority, and the encoder threads it starts inherit that: a busy Python process would then
+    keep every other process off its cores for good. Each thread the block leaves real-time,
+    that was not before, gets its old policy back (a new thread the ordinary one)."""
+    before = _scheduling_policies()
+    try:
+        yield
+    finally:
+        for thread, policy in _scheduling_policies().items():
+            if policy in _REAL_TIME_POLICIES and before.get(thread) not in _REAL_TIME_POLICIES:
+                with contextlib.suppress(OSError):
+                    os.sched_setscheduler(thread, before.get(thread, os.SCHED_OTHER), os.sched_param(0))
 
 
 def write_video(
