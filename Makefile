@@ -36,8 +36,10 @@ proxy:
 postgres:
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
+# Two workers, a test file each at a time: module fixtures are built once, and the cores are
+# kept busy while one file waits on a browser, a server or a subprocess.
 test: setup browser proxy postgres
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Every bench/*.py at its full size, in sorted order; stops at the first that fails.
 bench: setup
