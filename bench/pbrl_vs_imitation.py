@@ -12,8 +12,8 @@ input norm, the tutorial's PPO settings), its reward net given our net's input, 
 Both rewards are scored by our metrics on the same held-out clips (cut from mixed-quality
 scripted episodes no run trained on); both policies act deterministically for the ground-truth
 return and `eval_score` on the demo layout (one start state) and on the randomized layout.
-Every (system, task, budget, seed) cell runs in its own subprocess, so its wall time and peak
-RSS are its own; results.json is rewritten after each cell and cells already in it are skipped,
+Every (system, task, budget, seed) cell runs in its own subprocess, on one torch thread, so its
+wall time and peak RSS are its own; results.json is rewritten after each cell and cells already in it are skipped,
 so an interrupted run resumes.
 
     .venv/bin/python bench/pbrl_vs_imitation.py [--smoke] [--tasks sweep avoid] [--seeds 0 1 2 3 4]
@@ -312,6 +312,12 @@ def main() -> None:
     args = parse_with_smoke(parser, SMOKE, help="tiny sizes: sweep, seed 0, 16 labels, 4096 PPO steps, "
                             "short fits and evaluations")
     if args.cell:
+        import torch
+
+        # One thread, as `embodied-pref` runs (its networks are small and the simulator shares
+        # the cores); both systems alike. With torch's default of one per core, a run's numbers
+        # differ (sums reduce in another order) and a busy machine slows it several times over.
+        torch.set_num_threads(1)
         print(json.dumps(run_cell(Cell(**json.loads(args.cell)))))
         return
 
