@@ -578,7 +578,8 @@ def main(args: list[str] | None = None) -> None:
     try:
         tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="embodied-pref", args=args,
                                              description="Learn rewards from preferences over trajectory clips.")
-    except (DatasetError, RobotDataError, RunRefused) as err:  # a missing dataset, a bad recording: the message says it all
+    # A missing dataset, a bad recording, a demo that will not start: the message says it all.
+    except (DatasetError, RobotDataError, RunRefused) as err:
         raise SystemExit(f"error: {err}") from None
 
 
