@@ -2,9 +2,14 @@
 frames; `<name>.mp4` + `<name>.jsonl`) imported into a dataset by the VPT importer (its mp4
 stored as a video-backed trajectory, clips cut), then 20 clips' segments read and 2 previews
 written, all in a fresh process whose peak RSS is printed next to the raw size. Exits non-zero
-if that peak reaches 1 GB. Also prints random-access and sequential decode rates.
+if the recording's share of that peak (the peak less the RSS after the imports) reaches
+--limit-mb: the imports (torch and its compiler stack, loaded with the package) weigh 0.7–0.95
+GB by themselves, as much as the shared libraries' file pages the kernel maps in around each
+touched page, so the whole peak says more about the page cache than about the recording. Also
+prints random-access and sequential decode rates.
 
-    .venv/bin/python bench/video_memory.py [--frames 6000] [--clips 20] [--clip-steps 60] [--smoke]
+    .venv/bin/python bench/video_memory.py [--frames 6000] [--clips 20] [--clip-steps 60] \
+        [--limit-mb 512] [--smoke]
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from embodied_pref.experiments.presets import parse_with_smoke
 from embodied_pref.process_memory import peak_rss_bytes
 
 HEIGHT, WIDTH, FPS = 360, 640, 20
-RSS_LIMIT_BYTES = 1 << 30
 SMOKE = {"frames": 40, "clips": 2, "clip_steps": 10, "random_reads": 3, "sequential_reads": 20}
 """Sizes of --smoke: every step end to end in seconds; flags given beside it win."""
 
@@ -112,6 +116,8 @@ def main() -> None:
     parser.add_argument("--random-reads", type=int, default=100, help="frames read at random")
     parser.add_argument("--sequential-reads", type=int, default=1500,
                         help="frames read front to back")
+    parser.add_argument("--limit-mb", type=float, default=512,
+                        help="the most the recording may add to the RSS after the imports (MB)")
     parser.add_argument("--measure", nargs=2, metavar=("RECORDINGS", "DATASET"),
                         help=argparse.SUPPRESS)  # the fresh process's part
     args = parse_with_smoke(parser, SMOKE)
@@ -138,6 +144,7 @@ def main() -> None:
                                                     args.sequential_reads)
         video_mb = video.stat().st_size / 1e6
     raw = args.frames * HEIGHT * WIDTH * 3
+    recording_share = result["peak_rss"] - result["rss_after_imports"]
     print(f"| {args.frames} frames of {HEIGHT}×{WIDTH}, H.264 fast | value |")
     print("|---|---|")
     print(f"| raw frames | {raw / 1e9:.2f} GB |")
@@ -145,6 +152,8 @@ def main() -> None:
     print(f"| peak RSS of the fresh process | {result['peak_rss'] / 1e6:.0f} MB "
           f"({result['peak_rss'] / raw:.1%} of raw; {result['rss_after_imports'] / 1e6:.0f} MB "
           "after imports) |")
+    print(f"| the recording's share: peak less the RSS after imports | {recording_share / 1e6:.0f} MB "
+          f"({recording_share / raw:.1%} of raw; limit {args.limit_mb:.0f} MB) |")
     print(f"| import the recording (parse jsonl, copy mp4 + sha256, cut {result['clips_stored']} clips) "
           f"| {result['store_s']:.2f} s |")
     print(f"| read {args.clips} segments of {args.clip_steps + 1} frames | "
@@ -153,8 +162,9 @@ def main() -> None:
     print(f"| total in the fresh process | {result['total_s']:.2f} s |")
     print(f"| random-access decode (no cache) | {random_rate:.0f} frames/s |")
     print(f"| sequential decode | {sequential_rate:.0f} frames/s |")
-    if result["peak_rss"] >= RSS_LIMIT_BYTES:
-        sys.exit(f"peak RSS {result['peak_rss'] / 1e6:.0f} MB >= 1 GB")
+    if recording_share >= args.limit_mb * 1e6:
+        sys.exit(f"the recording's share of the peak RSS, {recording_share / 1e6:.0f} MB, "
+                 f">= --limit-mb {args.limit_mb:.0f}")
 
 
 if __name__ == "__main__":

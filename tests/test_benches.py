@@ -60,6 +60,7 @@ EXPECTED = {
     "ui": [rf"^\| next pair ready to play \| Chromium \| {NUMBER} \| {NUMBER} \| < 150 [✓✗] \|$",
            rf"^\| label committed, inside the server \| HTTP \(httpx\) \| {NUMBER} \| {NUMBER} \| < 20 [✓✗] \|$"],
     "video_memory": [rf"^\| peak RSS of the fresh process \| {NUMBER} MB",
+                     rf"^\| the recording's share: peak less the RSS after imports \| -?{NUMBER} MB .*; limit 512 MB\) \|$",
                      rf"^\| sequential decode \| {NUMBER} frames/s \|$"],
 }
 """bench: patterns (re.MULTILINE) that its --smoke output must match, each at least once."""
@@ -83,3 +84,10 @@ def test_bench_runs_to_the_end_at_smoke_size(script: Path, tmp_path: Path):
         assert re.search(pattern, out, re.MULTILINE), f"{script.name}: no line matches {pattern!r} in:\n{out}"
     if expected_file is not None:
         assert expected_file.is_file() and expected_file.stat().st_size > 0, f"{script.name} wrote no {expected_file}"
+
+
+def test_video_memory_bench_fails_when_the_recording_outgrows_its_limit():
+    run = subprocess.run([sys.executable, "bench/video_memory.py", "--smoke", "--limit-mb", "0"], cwd=ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0
+    assert "the recording's share of the peak RSS" in run.stderr and ">= --limit-mb 0" in run.stderr, run.stderr
