@@ -3,10 +3,10 @@ frames; `<name>.mp4` + `<name>.jsonl`) imported into a dataset by the VPT import
 stored as a video-backed trajectory, clips cut), then 20 clips' segments read and 2 previews
 written, all in a fresh process whose peak RSS is printed next to the raw size. Exits non-zero
 if the recording's share of that peak (the peak less the RSS after the imports) reaches
---limit-mb: the imports (torch and its compiler stack, loaded with the package) weigh 0.7–0.95
-GB by themselves, as much as the shared libraries' file pages the kernel maps in around each
-touched page, so the whole peak says more about the page cache than about the recording. Also
-prints random-access and sequential decode rates.
+--limit-mb. The imports (torch and its compiler stack, loaded with the package) weigh 0.7–0.95
+GB by themselves, the spread being how many of the shared libraries' cached file pages the
+kernel maps in around each page touched, so the whole peak says more about the page cache than
+about the recording. Also prints random-access and sequential decode rates.
 
     .venv/bin/python bench/video_memory.py [--frames 6000] [--clips 20] [--clip-steps 60] \
         [--limit-mb 512] [--smoke]
