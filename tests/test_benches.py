@@ -66,6 +66,12 @@ EXPECTED = {
 """bench: patterns (re.MULTILINE) that its --smoke output must match, each at least once."""
 
 
+def run_smoke(script: Path, *args: str) -> subprocess.CompletedProcess:
+    """`script --smoke *args` in its own process from the repository root, on one thread."""
+    return subprocess.run([sys.executable, str(script.relative_to(ROOT)), "--smoke", *args], cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.parametrize("script", BENCHES, ids=[script.stem for script in BENCHES])
 def test_bench_runs_to_the_end_at_smoke_size(script: Path, tmp_path: Path):
     args, expected_file = [], None
@@ -73,9 +79,7 @@ def test_bench_runs_to_the_end_at_smoke_size(script: Path, tmp_path: Path):
         flag, given, inside = OUTPUTS[script.stem]
         args = [flag, str(tmp_path / given)]
         expected_file = tmp_path / given / inside if inside else tmp_path / given
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, str(script.relative_to(ROOT)), "--smoke", *args], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    run = run_smoke(script, *args)
     assert run.returncode == 0, f"{script.name} --smoke exited {run.returncode}:\n{run.stdout}\n{run.stderr[-4000:]}"
     out = run.stdout
     assert re.search(r"^\|.*\|\n\|(-{3,}|:?-+:?)(\|:?-+:?)*\|$", out, re.MULTILINE), f"no markdown table:\n{out}"
@@ -87,7 +91,6 @@ def test_bench_runs_to_the_end_at_smoke_size(script: Path, tmp_path: Path):
 
 
 def test_video_memory_bench_fails_when_the_recording_outgrows_its_limit():
-    run = subprocess.run([sys.executable, "bench/video_memory.py", "--smoke", "--limit-mb", "0"], cwd=ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    run = run_smoke(ROOT / "bench" / "video_memory.py", "--limit-mb", "0")
     assert run.returncode != 0
     assert "the recording's share of the peak RSS" in run.stderr and ">= --limit-mb 0" in run.stderr, run.stderr
